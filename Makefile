@@ -1,0 +1,32 @@
+# Fresh-machine entry points. `make main` trains the canonical run and writes its
+# report; `make test` runs the test suite. Both create .venv on first use.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+RUN ?= checkpoints/canonical
+
+.PHONY: setup main test bench clean-venv
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch is pinned first because any other torch request pulls the multi-GB CUDA wheels.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+main: setup
+	$(BIN)/interp train --preset canonical --out $(RUN) --resume-if-exists
+	$(BIN)/interp analyze $(RUN)
+	$(BIN)/interp report $(RUN) -o $(RUN)/report.html
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+bench: setup
+	$(BIN)/python tests/benchmarks/train_step.py
+	$(BIN)/python tests/benchmarks/analyze.py

@@ -1,0 +1,192 @@
+"""Run configuration: every hyperparameter of a run in one dataclass (REFERENCE §1).
+
+``TrainConfig`` is what ``interp train`` flags map onto and what the run directory stores as
+``config.json``; ``ModelConfig`` is the architecture part, enough to rebuild a model from a
+checkpoint. Validation lives here so the CLI and the Python API fail the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from .errors import InterpError
+from .tasks import validate_task
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the one-layer transformer (REFERENCE §1). d_vocab = p + 1, d_vocab_out = p."""
+
+    p: int = 113
+    d_model: int = 128
+    n_heads: int = 4
+    d_head: int = 32
+    d_mlp: int = 512
+    n_ctx: int = 3
+    act_fn: str = "relu"
+    train_biases: bool = False
+
+    @property
+    def d_vocab(self) -> int:
+        return self.p + 1
+
+    @property
+    def d_vocab_out(self) -> int:
+        return self.p
+
+    def validate(self) -> None:
+        if not isinstance(self.p, int) or self.p < 2:
+            raise InterpError(f"p must be an integer >= 2, got {self.p!r}")
+        for name in ("d_model", "n_heads", "d_head", "d_mlp"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise InterpError(f"{name} must be a positive integer, got {v!r}")
+        if self.n_ctx != 3:
+            raise InterpError(f"n_ctx must be 3 (tokens [a, b, =]), got {self.n_ctx}")
+        if self.act_fn not in ("relu", "gelu"):
+            raise InterpError(f"act_fn must be 'relu' or 'gelu', got {self.act_fn!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise InterpError(f"unknown model config field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+def log_spaced_epochs(max_epoch: int = 512) -> list[int]:
+    """0, 1, 2, 4, ..., up to max_epoch (Pythia-style early checkpoints)."""
+    out, e = [0], 1
+    while e <= max_epoch:
+        out.append(e)
+        e *= 2
+    return out
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a run. Defaults are the canonical run of REFERENCE §1.
+
+    Init: every weight ~ N(0, init_std^2) with ``init_std = 0.8 / sqrt(d_model)`` by default
+    (the TransformerLens legacy recipe; REFERENCE §1 lists 1/sqrt(d_model) from the paper code
+    as the alternative, selectable with ``init_std``). Biases start at zero.
+    """
+
+    run_name: str = "canonical"
+    task: str = "add"
+    p: int = 113
+    frac_train: float = 0.3
+    seed: int = 999  # model init
+    data_seed: int = 598  # train/test split
+    # model
+    d_model: int = 128
+    n_heads: int = 4
+    d_head: int = 32
+    d_mlp: int = 512
+    act_fn: str = "relu"
+    train_biases: bool = False
+    init_std: Optional[float] = None  # None -> 0.8 / sqrt(d_model)
+    # optimiser (full batch AdamW, one step per epoch)
+    lr: float = 1e-3
+    weight_decay: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.98
+    warmup_steps: int = 0
+    epochs: int = 25_000
+    # checkpoint schedule: log-spaced up to log_checkpoints_until, then every checkpoint_every
+    checkpoint_every: int = 100
+    log_checkpoints_until: int = 512
+    # stop this many epochs after test accuracy first reaches 99%; None = run all epochs
+    stop_after_grok: Optional[int] = None
+    device: str = "cpu"
+    notes: str = ""
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(
+            p=self.p, d_model=self.d_model, n_heads=self.n_heads, d_head=self.d_head,
+            d_mlp=self.d_mlp, act_fn=self.act_fn, train_biases=self.train_biases,
+        )
+
+    @property
+    def resolved_init_std(self) -> float:
+        return self.init_std if self.init_std is not None else 0.8 / math.sqrt(self.d_model)
+
+    def validate(self) -> "TrainConfig":
+        validate_task(self.task, self.p)
+        self.model_config().validate()
+        if not (0.0 < self.frac_train < 1.0):
+            raise InterpError(f"frac_train must lie strictly between 0 and 1, got {self.frac_train}")
+        if not (self.lr > 0):
+            raise InterpError(f"lr must be > 0, got {self.lr}")
+        if not (self.weight_decay >= 0):
+            raise InterpError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        for name in ("beta1", "beta2"):
+            v = getattr(self, name)
+            if not (0.0 <= v < 1.0):
+                raise InterpError(f"{name} must lie in [0, 1), got {v}")
+        if self.epochs < 1:
+            raise InterpError(f"epochs must be >= 1, got {self.epochs}")
+        if self.checkpoint_every < 1:
+            raise InterpError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.warmup_steps < 0:
+            raise InterpError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.init_std is not None and not (self.init_std > 0):
+            raise InterpError(f"init_std must be > 0, got {self.init_std}")
+        if self.stop_after_grok is not None and self.stop_after_grok < 0:
+            raise InterpError(f"stop_after_grok must be >= 0, got {self.stop_after_grok}")
+        if not self.run_name or "/" in self.run_name:
+            raise InterpError(f"run_name must be a non-empty name without '/', got {self.run_name!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise InterpError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        return self
+
+    def checkpoint_epochs(self) -> list[int]:
+        """The checkpoint schedule: log-spaced early, every ``checkpoint_every``, and the last epoch."""
+        s = set(log_spaced_epochs(self.log_checkpoints_until))
+        s.update(range(0, self.epochs + 1, self.checkpoint_every))
+        s.add(self.epochs)
+        return sorted(e for e in s if e <= self.epochs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise InterpError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def config_hash(self) -> str:
+        """Hash of the fields that determine the trajectory (not run_name, device, notes, epochs)."""
+        d = self.to_dict()
+        for k in ("run_name", "device", "notes", "epochs", "stop_after_grok"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # REFERENCE §1; stops 500 epochs after grokking so the main job does not idle.
+    "canonical": dict(run_name="canonical", stop_after_grok=500),
+    # A tiny run for smoke tests and demos: groks in a few hundred epochs on CPU seconds.
+    "quick": dict(run_name="quick", p=23, frac_train=0.5, d_model=32, n_heads=2, d_head=16,
+                  d_mlp=64, epochs=1500, checkpoint_every=50, lr=3e-3, weight_decay=1.0),
+    # Memorisation: the canonical recipe without weight decay never generalises in budget.
+    "memorise": dict(run_name="memorise", weight_decay=0.0, epochs=3000),
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    if name not in PRESETS:
+        raise InterpError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **overrides})
