@@ -252,3 +252,13 @@ def last_position_logits(
     post = mlp.act(resid @ mlp.W_in + mlp.b_in)
     resid = resid + post @ mlp.W_out + mlp.b_out
     return resid @ model.W_U + model.unembed.b_U
+
+
+@torch.no_grad()
+def all_logits(model: Transformer, chunk: int = 4096) -> Float[Tensor, "pairs d_vocab_out"]:
+    """Last-position logits for all p^2 inputs in row-major pair order (pair i = a*p + b)."""
+    p = model.cfg.p
+    dev = model.W_E.device
+    a = torch.arange(p, device=dev).repeat_interleave(p)
+    b = torch.arange(p, device=dev).repeat(p)
+    return torch.cat([last_position_logits(model, a[i:i + chunk], b[i:i + chunk]) for i in range(0, p * p, chunk)])
