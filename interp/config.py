@@ -178,9 +178,10 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # REFERENCE §1; stops 500 epochs after grokking so the main job does not idle.
     "canonical": dict(run_name="canonical", stop_after_grok=500),
-    # A tiny run for smoke tests and demos: groks in a few hundred epochs on CPU seconds.
-    "quick": dict(run_name="quick", p=23, frac_train=0.5, d_model=32, n_heads=2, d_head=16,
-                  d_mlp=64, epochs=1500, checkpoint_every=50, lr=3e-3, weight_decay=1.0),
+    # A tiny run for smoke tests and demos.
+    # Measured: memorises by ~epoch 80, generalises by ~200 (5 ms/epoch on CPU).
+    "quick": dict(run_name="quick", p=31, frac_train=0.6, d_model=64, n_heads=2, d_head=32,
+                  d_mlp=256, epochs=600, checkpoint_every=25, lr=3e-3, weight_decay=3.0),
     # Memorisation: the canonical recipe without weight decay never generalises in budget.
     "memorise": dict(run_name="memorise", weight_decay=0.0, epochs=3000),
 }
