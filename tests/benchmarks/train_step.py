@@ -1,0 +1,85 @@
+"""Benchmark: ms per training step, project fast path vs a plain TransformerBridge loop.
+
+Both run the canonical configuration (p = 113, 3830 training pairs, d_model 128, d_mlp 512),
+full batch, AdamW (lr 1e-3, wd 1.0, betas (0.9, 0.98)), float64 log-softmax loss, in one
+process on the same data. The project step is `interp.train`'s: `last_position_logits`
+forward, backward, AdamW step. The bridge step runs `TransformerBridge.boot_native(cfg)` on
+the full [a, b, =] sequences and reads the last position.
+
+Usage: python tests/benchmarks/train_step.py [--steps N] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from interp.config import TrainConfig
+from interp.legacy import to_bridge
+from interp.model import last_position_logits
+from interp.tasks import make_split, labels
+from interp.train import build_model, build_optimizer, loss_and_accuracy
+
+
+def time_steps(step, n: int, warmup: int, device: str) -> float:
+    for _ in range(warmup):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t) / n * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    cfg = TrainConfig(device=args.device)
+    dev = args.device
+    split = make_split(cfg.p, cfg.frac_train, cfg.data_seed)
+    y_all = labels(cfg.task, cfg.p)
+    idx = split.train
+    a, b, y = (idx // cfg.p).to(dev), (idx % cfg.p).to(dev), y_all[idx].to(dev)
+    tokens = torch.stack([a, b, torch.full_like(a, cfg.p)], dim=1)
+
+    model = build_model(cfg).to(dev)
+    opt, _ = build_optimizer(cfg, model)
+
+    def project_step():
+        loss, _ = loss_and_accuracy(last_position_logits(model, a, b), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    bridge = to_bridge(build_model(cfg)).to(dev)
+    bridge.train()
+    bopt = torch.optim.AdamW(bridge.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
+
+    def bridge_step():
+        logits = bridge(tokens)[:, -1]
+        loss = -logits.double().log_softmax(-1).gather(-1, y[:, None]).mean()
+        loss.backward()
+        bopt.step()
+        bopt.zero_grad(set_to_none=True)
+
+    ours = time_steps(project_step, args.steps, args.warmup, dev)
+    theirs = time_steps(bridge_step, max(5, args.steps // 3), 2, dev)
+    res = {"device": dev, "threads": torch.get_num_threads(), "project_ms_per_step": round(ours, 2),
+           "bridge_ms_per_step": round(theirs, 2), "speedup": round(theirs / ours, 2)}
+    print(f"project step : {ours:8.2f} ms")
+    print(f"bridge step  : {theirs:8.2f} ms")
+    print(f"ratio        : {theirs / ours:8.2f}x")
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
