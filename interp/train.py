@@ -209,10 +209,24 @@ def _train_locked(cfg, out: Path, resume: bool, device: str, progress: bool, max
         opt.zero_grad(set_to_none=True)
     metrics.flush()
     bar.close()
+    dt = time.perf_counter() - t0
+    _log_call(out, start, epoch, dt, device)
     if progress:
-        dt = time.perf_counter() - t0
         print(f"{cfg.run_name}: epochs {start}..{epoch} in {dt:.1f} s ({1000 * dt / max(1, epoch - start):.1f} ms/epoch) -> {out}")
     return Run.open(out)
+
+
+def _log_call(out: Path, start: int, end: int, seconds: float, device: str) -> None:
+    """Append this call's wall time to training_log.jsonl (how long a run took, across resumes)."""
+    import json
+
+    entry = {"start_epoch": start, "end_epoch": end, "seconds": round(seconds, 2),
+             "ms_per_epoch": round(1000 * seconds / max(1, end - start), 2), "device": device,
+             "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with open(out / "training_log.jsonl", "a") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _final_epoch(cfg: TrainConfig, grok_epoch: Optional[int]) -> int:
