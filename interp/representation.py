@@ -1,0 +1,582 @@
+"""What a checkpoint has learned: the structure of its representations (issue #4).
+
+Every function takes a model in memory (``interp.model.Transformer``) or tensors and returns
+tensors or small dataclasses; nothing here reads or writes files. Fourier work uses the task's
+group coordinates (``interp.fourier.frame``: for add and sub the token order itself, for mul and
+div the discrete-log order, n = p - 1) and the one basis ``interp.fourier.fourier_basis``.
+
+* ``embedding_spectrum``: W_E in the Fourier basis and its per-frequency norms (REFERENCE §2).
+* ``embedding_circles``: every token's embedding projected onto the plane spanned by the cos k and
+  sin k Fourier components of W_E, for chosen (key) frequencies k: the circles of Nanda et al. 2023.
+* ``embedding_svd``: SVD of the (centred) token embeddings, with the Fourier content of each
+  singular vector.
+* ``neuron_clusters``: MLP neurons grouped by frequency with their FVE (REFERENCE §2; computed by
+  ``interp.measures``, the single definition).
+* ``neuron_activation_maps``: activations of chosen neurons over all (a, b) and their 2D spectra.
+* ``attention_from_eq``: attention paid by the '=' position to a, b and itself, per head, per input.
+* ``neuron_logit_spectrum``: W_L = W_out @ W_U in the Fourier basis (REFERENCE §2).
+* ``rqi_linear`` / ``rqi_circle`` / ``embedding_rqi``: the Representation Quality Index of
+  Liu et al. 2022 (REFERENCE §6), see the RQI section below for how it is read on circles.
+* ``final_position_activations``: residual stream and MLP activations at '=' on all p^2 inputs
+  (what ``interp.cka`` compares).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Complex, Float, Int
+from torch import Tensor
+
+from . import measures as ms
+from .errors import InterpError
+from .fourier import basis_labels, fft1d, fft2d, frame, frequency_norms, frequency_rows
+
+__all__ = [
+    "EmbeddingSpectrum", "embedding_spectrum", "Circle", "embedding_circles", "EmbeddingSVD", "embedding_svd",
+    "NeuronClusterSummary", "neuron_clusters", "NeuronMaps", "neuron_activation_maps", "AttentionFromEq",
+    "attention_from_eq", "NeuronLogitSpectrum", "neuron_logit_spectrum", "RQIResult", "parallelogram_classes",
+    "rqi_linear", "rqi_circle", "embedding_rqi", "default_frequencies", "FinalActivations",
+    "final_position_activations", "RQI_TOL",
+]
+
+# REFERENCE §6 (Liu et al. 2022): a parallelogram closes when mean_d (E_i + E_j - E_m - E_n)^2 < 0.01.
+RQI_TOL = 0.01
+
+
+def _check_freqs(n: int, freqs: Sequence[int]) -> list[int]:
+    out = []
+    for k in freqs:
+        k = int(k)
+        if not 1 <= k <= n // 2:
+            raise InterpError(f"frequency {k} out of range 1..{n // 2}")
+        if k not in out:
+            out.append(k)
+    return out
+
+
+def _token_embeddings(model, task: str) -> tuple[Float[Tensor, "n d_model"], Int[Tensor, "n"]]:
+    """W_E rows of the group's tokens, in group order, float64 (the '=' row is not a number)."""
+    fr = frame(task, model.cfg.p)
+    return model.W_E.detach().double().index_select(0, fr.a_tokens.to(model.W_E.device)).cpu(), fr.a_tokens
+
+
+# ----------------------------------------------------------------------------- embedding spectrum
+
+
+@dataclass
+class EmbeddingSpectrum:
+    """W_E (number tokens, group order) in the Fourier basis (REFERENCE §2).
+
+    ``coefs[r]`` is the d_model-vector of basis row r (``labels[r]``: const, cos 1, sin 1, ...);
+    ``row_norms[r]`` its norm; ``freq_norms[k]`` the norm of frequency k (cos and sin rows joined,
+    k = 0..n//2). ``tokens[i]`` is the token at group index i.
+    """
+
+    coefs: Float[Tensor, "n d_model"]
+    row_norms: Float[Tensor, "n"]
+    freq_norms: Float[Tensor, "k1"]
+    labels: list[str]
+    tokens: Int[Tensor, "n"]
+
+    def energy_share(self) -> Float[Tensor, "k1"]:
+        """Share of the embedding's non-constant squared norm in each frequency (k = 0 gets 0)."""
+        sq = self.freq_norms.pow(2).clone()
+        sq[0] = 0
+        tot = sq.sum()
+        return sq / tot if tot > 0 else sq
+
+    def top_frequencies(self, m: int) -> list[int]:
+        """The m non-constant frequencies with the largest norms, strongest first."""
+        return [int(k) + 1 for k in self.freq_norms[1:].argsort(descending=True)[:m]]
+
+
+def embedding_spectrum(model, task: str = "add") -> EmbeddingSpectrum:
+    """F @ W_E[tokens in group order] and its norms per basis row and per frequency (REFERENCE §2)."""
+    E, tokens = _token_embeddings(model, task)
+    coefs = fft1d(E)
+    return EmbeddingSpectrum(coefs, coefs.norm(dim=1), frequency_norms(coefs).norm(dim=1), basis_labels(E.shape[0]), tokens)
+
+
+def default_frequencies(model, task: str = "add") -> list[int]:
+    """The frequencies the structural views use when the caller names none.
+
+    The model's key frequencies (neuron FVE rule, ``measures.key_frequencies``); if it has none
+    (e.g. a memorising or random model), the embedding's strong frequencies
+    (``measures.embedding_frequencies``); if there are none either, the single frequency with the
+    largest embedding norm, so that a view always has something to show.
+    """
+    keys = ms.key_frequencies(ms.model_neuron_clusters(model, task))
+    if keys:
+        return keys
+    spec = embedding_spectrum(model, task)
+    emb = ms.embedding_frequencies(spec.freq_norms)
+    return emb if emb else spec.top_frequencies(1)
+
+
+# ----------------------------------------------------------------------------- circles
+
+
+@dataclass
+class Circle:
+    """The token embeddings projected onto the plane of frequency k (Nanda et al. 2023, Fig. 3).
+
+    The plane is spanned by the cos k and sin k Fourier components of W_E (rows 2k-1, 2k of
+    ``embedding_spectrum(...).coefs``); ``basis`` is an orthonormal basis of it (d_model x 2) and
+    ``coords[i]`` the centred embedding of the token at group index i in that basis.
+
+    ``energy_share``: fraction of the centred embedding's squared norm inside the plane.
+    ``circularity``: how well one rotating phasor of frequency k explains the points: with
+    z_i = x_i + i y_i, max over the orientation s = +-1 of |sum_i z_i e^{-i s w i}|^2 / (n sum_i |z_i|^2),
+    w = 2 pi k / n. 1 for a perfect circle traversed at frequency k, 0.9 for a 2:1 ellipse, ~1/n for
+    unstructured points. ``orientation``: the s that attains it.
+    """
+
+    k: int
+    coords: Float[Tensor, "n 2"]
+    basis: Float[Tensor, "d_model 2"]
+    tokens: Int[Tensor, "n"]
+    energy_share: float
+    circularity: float
+    orientation: int
+
+
+def _plane_basis(coefs: Float[Tensor, "n d"], n: int, k: int) -> Float[Tensor, "d 2"]:
+    rows = coefs[frequency_rows(n, k)].T  # [d, 1 or 2]
+    Q, R = torch.linalg.qr(rows)
+    # A degenerate plane (the cos and sin components parallel, or zero) keeps its one real direction.
+    keep = R.diagonal().abs() > 1e-12 * max(float(R.abs().max()), 1e-300)
+    Q = Q[:, keep]
+    if Q.shape[1] < 2:
+        Q = torch.cat([Q, torch.zeros(Q.shape[0], 2 - Q.shape[1], dtype=Q.dtype)], dim=1)
+    return Q
+
+
+def _circularity(z: Complex[Tensor, "n"], n: int, k: int) -> tuple[float, int]:
+    tot = float(z.abs().pow(2).sum())
+    if tot <= 0:
+        return 0.0, 1
+    ph = torch.exp(-2j * math.pi * k * torch.arange(n, dtype=torch.float64) / n)
+    fwd = float((z * ph).sum().abs() ** 2) / (n * tot)
+    bwd = float((z * ph.conj()).sum().abs() ** 2) / (n * tot)
+    return (fwd, 1) if fwd >= bwd else (bwd, -1)
+
+
+def embedding_circles(model, freqs: Optional[Sequence[int]] = None, task: str = "add") -> list[Circle]:
+    """One ``Circle`` per frequency in ``freqs`` (default: ``default_frequencies``), in that order."""
+    E, tokens = _token_embeddings(model, task)
+    n = E.shape[0]
+    freqs = _check_freqs(n, default_frequencies(model, task) if freqs is None else freqs)
+    Ec = E - E.mean(0)
+    coefs = fft1d(Ec)
+    total = float(Ec.pow(2).sum())
+    out = []
+    for k in freqs:
+        Q = _plane_basis(coefs, n, k)
+        xy = Ec @ Q
+        circ, s = _circularity(torch.complex(xy[:, 0], xy[:, 1]), n, k)
+        out.append(Circle(k, xy, Q, tokens, float(xy.pow(2).sum()) / total if total > 0 else 0.0, circ, s))
+    return out
+
+
+# ----------------------------------------------------------------------------- SVD
+
+
+@dataclass
+class EmbeddingSVD:
+    """SVD of the centred token embeddings E - mean (rows: tokens in group order): E = U diag(S) Vh.
+
+    ``explained[r]``: S_r^2 / sum S^2. ``freq_norms[k, r]``: norm of frequency k in the left
+    singular vector U[:, r] (a function over tokens); ``dominant_freq[r]``: its argmax. In a
+    generalising model the top singular vectors come in cos/sin pairs of the key frequencies.
+    """
+
+    U: Float[Tensor, "n r"]
+    S: Float[Tensor, "r"]
+    Vh: Float[Tensor, "r d_model"]
+    explained: Float[Tensor, "r"]
+    freq_norms: Float[Tensor, "k1 r"]
+    dominant_freq: Int[Tensor, "r"]
+    tokens: Int[Tensor, "n"]
+
+
+def embedding_svd(model, task: str = "add", centre: bool = True) -> EmbeddingSVD:
+    """SVD of W_E's number-token rows (group order), centred over tokens unless ``centre=False``."""
+    E, tokens = _token_embeddings(model, task)
+    if centre:
+        E = E - E.mean(0)
+    U, S, Vh = torch.linalg.svd(E, full_matrices=False)
+    tot = S.pow(2).sum()
+    fn = frequency_norms(fft1d(U))
+    return EmbeddingSVD(U, S, Vh, S.pow(2) / tot if tot > 0 else S.pow(2), fn, fn.argmax(0), tokens)
+
+
+# ----------------------------------------------------------------------------- neurons
+
+
+@dataclass
+class NeuronClusterSummary:
+    """MLP neurons grouped by frequency (REFERENCE §2; values from ``interp.measures``).
+
+    ``frequency[i]``: neuron i's best frequency (0: constant / dead); ``fve[i]``: the fraction of its
+    centred variance that frequency explains; ``fve_by_freq[k, i]``: the same for every k.
+    ``sizes[k]``: neurons of frequency k with FVE > ``threshold``; ``mean_fve[k]``: their mean FVE
+    (nan where empty). ``key_freqs``: ``measures.key_frequencies`` at ``threshold``.
+    ``frac_clear``: fraction of all neurons with FVE > 0.85 (the paper's 84.6%).
+    """
+
+    frequency: Int[Tensor, "d_mlp"]
+    fve: Float[Tensor, "d_mlp"]
+    fve_by_freq: Float[Tensor, "k1 d_mlp"]
+    threshold: float
+    sizes: Int[Tensor, "k1"]
+    mean_fve: Float[Tensor, "k1"]
+    key_freqs: list[int]
+    frac_clear: float
+
+    def members(self, k: int) -> Int[Tensor, "m"]:
+        """Indices of the neurons of frequency k with FVE above the threshold, by decreasing FVE."""
+        idx = torch.nonzero((self.frequency == k) & (self.fve > self.threshold)).flatten()
+        return idx[self.fve[idx].argsort(descending=True)]
+
+
+def neuron_clusters(model, task: str = "add", threshold: float = ms.KEY_FVE_THRESHOLD,
+                    post: Optional[Float[Tensor, "n n d_mlp"]] = None) -> NeuronClusterSummary:
+    """Cluster the neurons by frequency with ``measures``' FVE (``post``: precomputed group-order activations)."""
+    cl = ms.neuron_clusters(ms.neuron_fve(post)) if post is not None else ms.model_neuron_clusters(model, task)
+    k1 = cl.fve_by_freq.shape[0]
+    sel = cl.fve > threshold
+    sizes = torch.bincount(cl.frequency[sel], minlength=k1)
+    sums = torch.zeros(k1, dtype=torch.float64).index_add_(0, cl.frequency[sel], cl.fve[sel].double())
+    mean = torch.where(sizes > 0, sums / sizes.clamp_min(1), torch.full_like(sums, float("nan")))
+    return NeuronClusterSummary(cl.frequency, cl.fve, cl.fve_by_freq, threshold, sizes, mean,
+                                ms.key_frequencies(cl, threshold), cl.frac_above(ms.CLEAR_FVE_THRESHOLD))
+
+
+@dataclass
+class NeuronMaps:
+    """Activations of chosen neurons over all inputs and their 2D Fourier spectra (REFERENCE §2).
+
+    ``maps[m, i, j]``: activation (``blocks.0.mlp.hook_post`` at '=') of neuron ``neurons[m]`` on the
+    input a = ``a_tokens[i]``, b = ``b_tokens[j]`` (group order; for add it is the token order).
+    ``spectra[m]``: fft2d of the map centred over all inputs, rows / columns labelled like
+    ``fourier.basis_labels(n)``; ``freq_norms[m, ka, kb]``: its norm per pair of frequencies.
+    ``frequency`` / ``fve``: each neuron's cluster and FVE.
+    """
+
+    neurons: Int[Tensor, "m"]
+    maps: Float[Tensor, "m n n"]
+    spectra: Float[Tensor, "m n n"]
+    freq_norms: Float[Tensor, "m k1 k1"]
+    frequency: Int[Tensor, "m"]
+    fve: Float[Tensor, "m"]
+    a_tokens: Int[Tensor, "n"]
+    b_tokens: Int[Tensor, "n"]
+
+
+def neuron_activation_maps(model, neurons: Optional[Sequence[int]] = None, task: str = "add") -> NeuronMaps:
+    """Activation maps and spectra of ``neurons`` (default: the highest-FVE neuron of every key
+    frequency, or the first four neurons when there is no key frequency)."""
+    acts = ms.all_pair_activations(model, task)
+    post = acts.post  # [n, n, d_mlp] group order
+    n, d_mlp = post.shape[0], post.shape[2]
+    cl = neuron_clusters(model, task, post=post)
+    if neurons is None:
+        picks = [int(cl.members(k)[0]) for k in cl.key_freqs]
+        neurons = picks if picks else list(range(min(4, d_mlp)))
+    idx = torch.as_tensor(list(neurons), dtype=torch.long)
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= d_mlp):
+        raise InterpError(f"neuron index out of range 0..{d_mlp - 1}: {list(neurons)}")
+    maps = post.index_select(2, idx).permute(2, 0, 1).double()  # [m, n, n]
+    centred = maps - maps.mean(dim=(1, 2), keepdim=True)
+    spectra = fft2d(centred.permute(1, 2, 0)).permute(2, 0, 1)
+    fn = frequency_norms(frequency_norms(spectra, dim=1), dim=2)
+    return NeuronMaps(idx, maps, spectra, fn, cl.frequency[idx], cl.fve[idx], acts.frame.a_tokens, acts.frame.b_tokens)
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+@dataclass
+class AttentionFromEq:
+    """Attention weights of the '=' query on every input, per head (``blocks.0.attn.hook_pattern``
+    at query position 2). ``to_a[h, a, b]``, ``to_b``, ``to_eq``: weight on position 0 (a), 1 (b)
+    and 2 ('=') for input [a, b, =], token order (not group order). They sum to 1."""
+
+    to_a: Float[Tensor, "n_heads p p"]
+    to_b: Float[Tensor, "n_heads p p"]
+    to_eq: Float[Tensor, "n_heads p p"]
+
+    def mean(self) -> Float[Tensor, "n_heads 3"]:
+        """Mean weight on (a, b, =) per head over all inputs."""
+        return torch.stack([self.to_a.mean((1, 2)), self.to_b.mean((1, 2)), self.to_eq.mean((1, 2))], dim=1)
+
+
+@torch.no_grad()
+def attention_from_eq(model) -> AttentionFromEq:
+    """The '=' position's attention pattern on all p^2 inputs.
+
+    The query at '=' is the same for every input and the key at position 0 (1) depends on a (b)
+    only, so the scores are a [p, H] table per position, broadcast over (a, b); no forward pass.
+    """
+    t = _eq_tables(model)
+    p, H = model.cfg.p, t["s2"].shape[0]
+    s = torch.stack(torch.broadcast_tensors(t["s0"][:, None, :], t["s1"][None, :, :], t["s2"].expand(p, p, H)), dim=-1)
+    w = s.softmax(-1).permute(2, 0, 1, 3)  # [H, p, p, 3]
+    return AttentionFromEq(w[..., 0].contiguous(), w[..., 1].contiguous(), w[..., 2].contiguous())
+
+
+# ----------------------------------------------------------------------------- W_L
+
+
+@dataclass
+class NeuronLogitSpectrum:
+    """W_L = W_out @ W_U (d_mlp x p, outputs in group order) in the Fourier basis over outputs
+    (REFERENCE §2). ``coefs[r, i]``: basis row r of neuron i's logit vector; ``row_norms[r]`` and
+    ``freq_norms[k]`` over all neurons; ``per_neuron[k, i]``: neuron i's norm at frequency k."""
+
+    coefs: Float[Tensor, "n d_mlp"]
+    row_norms: Float[Tensor, "n"]
+    freq_norms: Float[Tensor, "k1"]
+    per_neuron: Float[Tensor, "k1 d_mlp"]
+    labels: list[str]
+
+
+def neuron_logit_spectrum(model, task: str = "add") -> NeuronLogitSpectrum:
+    """W_L in the Fourier basis (computed by ``measures.neuron_logit_fourier``) and its norms."""
+    coefs = ms.neuron_logit_fourier(model, task)
+    per = frequency_norms(coefs)
+    return NeuronLogitSpectrum(coefs, coefs.norm(dim=1), per.norm(dim=1), per, basis_labels(coefs.shape[0]))
+
+
+# ----------------------------------------------------------------------------- RQI
+#
+# REFERENCE §6 (Liu et al. 2022): normalise the embeddings per dimension; over all ideal
+# parallelograms (i, j, m, n) with i + j = m + n, count those with
+# mean_d (E_i + E_j - E_m - E_n)^2 < 0.01; RQI = real / ideal.
+#
+# Enumeration (both charts): a parallelogram is an unordered pair of distinct unordered pairs
+# {i, j} != {m, n} (i <= j, m <= n; i = j allowed) with equal sums: i + j = m + n, or
+# i + j = m + n (mod M) for a modulus M. Trivial ones ({i, j} = {m, n}) always close and are not
+# counted; each parallelogram is counted once. Vectorised: the unordered pairs are grouped into
+# classes by their sum (a padded [classes, pairs] index table); inside a class every pair of
+# pairs is a parallelogram, so one batched distance matrix per class gives all residuals.
+# For n = 113 with sums mod n: 113 classes of 57 pairs, 113 * C(57, 2) = 180,348 parallelograms.
+#
+# Two charts:
+# * linear (``rqi_linear``): §6 verbatim on the embedding vectors, integer sums. It suits Liu et
+#   al.'s toy (non-modular addition, where the learnt representation is a line), but on a modular
+#   task no embedding in R^d can close all parallelograms mod n (E_{i+j} - E_0 would be an additive
+#   map of Z_n into R^d, hence 0), and a Fourier embedding closes none exactly: it reads ~0 for
+#   memorising and generalising models alike.
+# * circle (``rqi_circle`` / ``embedding_rqi``, the one reported): for modular addition the ideal
+#   representation is a homomorphism of Z_n into the circle group, a -> e^{i w_k a} in each key
+#   frequency's plane (Nanda et al.'s circles), and there adding numbers is multiplying points:
+#   the parallelogram identity E_i + E_j = E_m + E_n becomes z_i z_j = z_m z_n (angles add), over
+#   all parallelograms with sums mod n. The "dimensions" are the key-frequency planes. "Normalise
+#   per dimension" becomes: whiten each plane's 2D coordinates (any linear image of a circle is
+#   read as well by the next layer, so ellipses count as circles) and keep each point's angle
+#   (z = e^{i theta}; the radius carries no information about the number, and a noisy radius
+#   would otherwise dominate). The residual is mean over planes of |z_i z_j - z_m z_n|^2
+#   = 2 - 2 cos(theta_i + theta_j - theta_m - theta_n), with §6's threshold 0.01: the angles must
+#   close to within ~0.1 rad (RMS over planes). A perfect circle embedding scores 1; random
+#   points score ~0.05 with one plane (chance of a 0.1 rad closure) and ~0.003 with two.
+#   Measured on the `quick` preset (p = 31, planes 3 and 11): 0.006 at init, 0.28 after grokking,
+#   0.006 for the same recipe memorising without weight decay.
+
+
+@dataclass
+class RQIResult:
+    """Representation Quality Index (REFERENCE §6): ``rqi = n_real / n_ideal``.
+
+    ``chart``: "linear" (§6 verbatim) or "circle" (see the module notes). ``modulus``: sums taken mod
+    it (None: integer sums). ``freqs``: the planes of the circle chart. ``residual_median``: median
+    residual over all ideal parallelograms (how far from closing a typical one is).
+    """
+
+    rqi: float
+    n_real: int
+    n_ideal: int
+    tol: float
+    chart: str
+    modulus: Optional[int]
+    freqs: list[int] = field(default_factory=list)
+    residual_median: float = float("nan")
+
+
+def parallelogram_classes(n: int, modulus: Optional[int] = None) -> tuple[Int[Tensor, "C L"], Int[Tensor, "C L"], Tensor]:
+    """Unordered pairs {i, j} (0 <= i <= j < n) grouped by their sum (mod ``modulus`` if given).
+
+    Returns (I, J, valid), each [classes, max pairs per class]; padded slots have valid = False.
+    Any two valid slots of one class form an ideal parallelogram.
+    """
+    i, j = torch.triu_indices(n, n)
+    s = i + j if modulus is None else (i + j) % modulus
+    order = torch.argsort(s, stable=True)
+    i, j, s = i[order], j[order], s[order]
+    uniq, counts = torch.unique_consecutive(s, return_counts=True)
+    cls = torch.repeat_interleave(torch.arange(uniq.numel()), counts)
+    start = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(s.numel()) - start[cls]
+    C, L = uniq.numel(), int(counts.max())
+    I = torch.zeros(C, L, dtype=torch.long)
+    J = torch.zeros(C, L, dtype=torch.long)
+    valid = torch.zeros(C, L, dtype=torch.bool)
+    I[cls, slot], J[cls, slot], valid[cls, slot] = i, j, True
+    return I, J, valid
+
+
+def _count(pair_vectors: Float[Tensor, "C L D"], valid: Tensor, denom: float, tol: float, chunk: int = 64):
+    """Count parallelograms whose residual ||v_a - v_b||^2 / denom < tol, over slot pairs a < b."""
+    C, L, _ = pair_vectors.shape
+    upper = torch.triu(torch.ones(L, L, dtype=torch.bool), diagonal=1)
+    real, ideal, res = 0, 0, []
+    for c0 in range(0, C, chunk):
+        v = pair_vectors[c0:c0 + chunk]
+        ok = valid[c0:c0 + chunk]
+        d = torch.cdist(v, v).pow(2) / denom  # [c, L, L]
+        m = ok[:, :, None] & ok[:, None, :] & upper
+        r = d[m]
+        real += int((r < tol).sum())
+        ideal += int(r.numel())
+        res.append(r)
+    allr = torch.cat(res) if res else torch.zeros(0)
+    return real, ideal, float(allr.median()) if allr.numel() else float("nan")
+
+
+def rqi_linear(E: Float[Tensor, "n d"], modulus: Optional[int] = None, tol: float = RQI_TOL) -> RQIResult:
+    """REFERENCE §6 verbatim: RQI of the vectors E[0..n-1] (row i represents the number i).
+
+    Each dimension is standardised over the n rows (mean 0, variance 1; constant dimensions are
+    dropped); a parallelogram {i, j}, {m, n} with i + j = m + n (mod ``modulus`` if given) closes
+    when mean_d (E_i + E_j - E_m - E_n)^2 < ``tol``.
+    """
+    E = E.detach().double()
+    n = E.shape[0]
+    sd = E.std(0, unbiased=False)
+    keep = sd > 1e-12 * max(float(sd.max()) if sd.numel() else 0.0, 1e-300)
+    if not bool(keep.any()):
+        raise InterpError("RQI of a constant embedding is undefined")
+    Z = (E[:, keep] - E[:, keep].mean(0)) / sd[keep]
+    I, J, valid = parallelogram_classes(n, modulus)
+    real, ideal, med = _count(Z[I] + Z[J], valid, float(Z.shape[1]), tol)
+    return RQIResult(real / ideal if ideal else float("nan"), real, ideal, tol, "linear", modulus, [], med)
+
+
+def _plane_angles(xy: Float[Tensor, "n 2"]) -> Complex[Tensor, "n"]:
+    """Whiten a plane's 2D coordinates and keep each point's angle: z = e^{i theta} (0 for a point
+    at the origin, whose angle is undefined and so closes no parallelogram)."""
+    xy = xy - xy.mean(0)
+    C = xy.T @ xy / xy.shape[0]
+    evals, evecs = torch.linalg.eigh(C)
+    if float(evals.max()) <= 0:
+        return torch.zeros(xy.shape[0], dtype=torch.complex128)
+    # a degenerate (line-like) plane keeps its one direction rather than blowing up rounding noise
+    floor = 1e-6 * float(evals.max())
+    w = xy @ (evecs @ torch.diag(evals.clamp_min(floor).rsqrt()) @ evecs.T)
+    z = torch.complex(w[:, 0], w[:, 1])
+    r = z.abs()
+    return torch.where(r > 1e-12, z / r.clamp_min(1e-12), torch.zeros_like(z))
+
+
+def rqi_circle(z: Complex[Tensor, "K n"], tol: float = RQI_TOL, freqs: Optional[Sequence[int]] = None) -> RQIResult:
+    """RQI in the circle chart (module notes): z[k, i] is the point of number i in plane k (already
+    normalised, e.g. unit complex numbers); a parallelogram {i, j}, {m, n} with i + j = m + n (mod n) closes when
+    mean_k |z_ki z_kj - z_km z_kn|^2 < ``tol``."""
+    K, n = z.shape
+    if K == 0:
+        raise InterpError("RQI in the circle chart needs at least one frequency plane")
+    I, J, valid = parallelogram_classes(n, n)
+    prod = z[:, I] * z[:, J]  # [K, C, L]
+    v = torch.cat([prod.real, prod.imag], dim=0).permute(1, 2, 0).contiguous()  # [C, L, 2K]
+    real, ideal, med = _count(v, valid, float(K), tol)
+    return RQIResult(real / ideal if ideal else float("nan"), real, ideal, tol, "circle", n,
+                     [int(k) for k in freqs] if freqs is not None else [], med)
+
+
+def embedding_rqi(model, freqs: Optional[Sequence[int]] = None, task: str = "add", tol: float = RQI_TOL,
+                  chart: str = "circle") -> RQIResult:
+    """RQI of the model's number-token embeddings (REFERENCE §6; see the module notes).
+
+    ``chart="circle"`` (default): planes of ``freqs`` (default ``default_frequencies``: the key
+    frequencies), points from ``embedding_circles``, whitened, angles only; sums mod n. ``chart="linear"``: §6
+    verbatim on W_E's number rows in group order, integer sums.
+    """
+    if chart == "linear":
+        E, _ = _token_embeddings(model, task)
+        return rqi_linear(E, None, tol)
+    if chart != "circle":
+        raise InterpError(f"unknown RQI chart {chart!r}; choose 'circle' or 'linear'")
+    circles = embedding_circles(model, freqs, task)
+    z = torch.stack([_plane_angles(c.coords) for c in circles])
+    return rqi_circle(z, tol, [c.k for c in circles])
+
+
+# ----------------------------------------------------------------------------- activations at '='
+
+
+def _eq_tables(model) -> dict[str, Tensor]:
+    """Per-token tables of the '=' position (query identical for all inputs; keys / values at
+    positions 0 and 1 depend on one token each). Values are already pushed through W_O."""
+    cfg = model.cfg
+    attn = model.blocks[0].attn
+    p = cfg.p
+    W_E, W_pos = model.W_E.detach(), model.W_pos.detach()
+    x01 = W_E[:p].unsqueeze(0) + W_pos[:2].unsqueeze(1)  # [2, p, D]
+    x2 = W_E[p] + W_pos[2]
+    q = torch.einsum("d,hde->he", x2, attn.W_Q.detach()) + attn.b_Q.detach()
+    k01 = torch.einsum("spd,hde->sphe", x01, attn.W_K.detach()) + attn.b_K.detach()
+    k2 = torch.einsum("d,hde->he", x2, attn.W_K.detach()) + attn.b_K.detach()
+    scale = 1.0 / math.sqrt(cfg.d_head)
+    bv = torch.einsum("he,hef->hf", attn.b_V.detach(), attn.W_O.detach())
+    o01 = torch.einsum("spd,hde,hef->sphf", x01, attn.W_V.detach(), attn.W_O.detach()) + bv
+    o2 = torch.einsum("d,hde,hef->hf", x2, attn.W_V.detach(), attn.W_O.detach()) + bv
+    return dict(s0=torch.einsum("phe,he->ph", k01[0], q) * scale, s1=torch.einsum("phe,he->ph", k01[1], q) * scale,
+                s2=(k2 * q).sum(-1) * scale, o0=o01[0], o1=o01[1], o2=o2, x2=x2)
+
+
+@dataclass
+class FinalActivations:
+    """Activations at the '=' position on all p^2 inputs, row-major (pair = a * p + b).
+
+    ``resid``: ``blocks.0.hook_resid_post`` (the final residual stream, what W_U reads);
+    ``mlp``: ``blocks.0.mlp.hook_post`` (neuron activations).
+    """
+
+    resid: Float[Tensor, "pairs d_model"]
+    mlp: Float[Tensor, "pairs d_mlp"]
+
+
+@torch.no_grad()
+def final_position_activations(model, chunk_rows: Optional[int] = None) -> FinalActivations:
+    """Final-position residual stream and MLP activations for all p^2 inputs (float32, row-major).
+
+    Computed from the per-token tables of ``_eq_tables`` (tests check it against
+    ``run_with_cache``); ``chunk_rows``: rows of a processed at once (default: all).
+    """
+    cfg = model.cfg
+    mlp = model.blocks[0].mlp
+    p = cfg.p
+    t = _eq_tables(model)
+    act = F.relu if cfg.act_fn == "relu" else F.gelu
+    base = t["x2"] + model.blocks[0].attn.b_O.detach()
+    W_in, b_in = mlp.W_in.detach(), mlp.b_in.detach()
+    W_out, b_out = mlp.W_out.detach(), mlp.b_out.detach()
+    step = p if chunk_rows is None else max(1, chunk_rows)
+    resid = torch.empty(p, p, cfg.d_model, dtype=W_in.dtype, device=W_in.device)
+    post = torch.empty(p, p, cfg.d_mlp, dtype=W_in.dtype, device=W_in.device)
+    H = t["s2"].shape[0]
+    for a0 in range(0, p, step):
+        r = min(step, p - a0)
+        s = torch.stack(torch.broadcast_tensors(t["s0"][a0:a0 + r, None, :], t["s1"][None, :, :], t["s2"].expand(r, p, H)), -1)
+        w = s.softmax(-1)  # [r, p, H, 3]
+        mid = (base + torch.einsum("rph,rhd->rpd", w[..., 0], t["o0"][a0:a0 + r])
+               + torch.einsum("rph,phd->rpd", w[..., 1], t["o1"]) + w[..., 2] @ t["o2"])
+        h = act(mid @ W_in + b_in)
+        post[a0:a0 + r] = h
+        resid[a0:a0 + r] = mid + h @ W_out + b_out
+    return FinalActivations(resid.reshape(p * p, -1), post.reshape(p * p, -1))
