@@ -234,20 +234,17 @@ def last_position_logits(
     scale = 1.0 / math.sqrt(cfg.d_head)
     s01 = torch.einsum("sphe,he->sph", k01, q) * scale  # [2, p, H]
     s2 = (k2 * q).sum(-1) * scale  # [H]
-    # Value vectors pushed through W_O per head: [2, p, H, D] tables and [H, D] for '='.
-    o01 = torch.einsum("spd,hde,hef->sphf", x01, attn.W_V, attn.W_O) + torch.einsum("he,hef->hf", attn.b_V, attn.W_O)
-    o2 = torch.einsum("d,hde,hef->hf", x2, attn.W_V, attn.W_O) + torch.einsum("he,hef->hf", attn.b_V, attn.W_O)
+    v01 = torch.einsum("spd,hde->sphe", x01, attn.W_V) + attn.b_V  # [2, p, H, E]
+    v2 = torch.einsum("d,hde->he", x2, attn.W_V) + attn.b_V  # [H, E]
     scores = torch.stack([s01[0].index_select(0, a), s01[1].index_select(0, b), s2.expand(a.shape[0], -1)], dim=-1)  # [B, H, 3]
     w = scores.softmax(dim=-1)
-    # Elementwise multiply-and-sum over the few heads: a batched matmul with B tiny matrices
-    # is an order of magnitude slower on CPU; index_select's backward (index_add) is twice as
-    # fast as advanced indexing's (a sorting index_put).
-    attn_out = (
-        (w[..., 0, None] * o01[0].index_select(0, a)).sum(1)
-        + (w[..., 1, None] * o01[1].index_select(0, b)).sum(1)
-        + w[..., 2] @ o2
-        + attn.b_O
-    )
+    # Mix values per head in d_head space (4x smaller than mixing W_O outputs), then one matmul
+    # through W_O. Elementwise multiply-and-add rather than batched matmuls with B tiny matrices,
+    # which are an order of magnitude slower on CPU; index_select's backward (index_add) is twice
+    # as fast as advanced indexing's (a sorting index_put).
+    z = (w[..., 0, None] * v01[0].index_select(0, a) + w[..., 1, None] * v01[1].index_select(0, b)
+         + w[..., 2, None] * v2)  # [B, H, E]
+    attn_out = z.reshape(z.shape[0], -1) @ attn.W_O.reshape(-1, cfg.d_model) + attn.b_O
     resid = x2 + attn_out
     post = mlp.act(resid @ mlp.W_in + mlp.b_in)
     resid = resid + post @ mlp.W_out + mlp.b_out

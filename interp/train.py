@@ -159,7 +159,6 @@ def _train_locked(cfg, out: Path, resume: bool, device: str, progress: bool, max
             state, _ = load_tensors(run.checkpoint_path(start))
             load_model_state(model, state, str(run.checkpoint_path(start)))
         metrics = MetricsWriter(metrics_path, columns)
-        metrics.truncate_to(start)
 
     model.to(device)
     for st in opt.state.values():
@@ -170,8 +169,11 @@ def _train_locked(cfg, out: Path, resume: bool, device: str, progress: bool, max
     schedule = set(cfg.checkpoint_epochs())
     grok_epoch = _first_grok_epoch(out / METRICS_FILE) if resume else None
     final_epoch = _final_epoch(cfg, grok_epoch)
-    if start >= final_epoch and (out / CKPT_DIR / f"epoch_{final_epoch:06d}.safetensors").exists() and resume:
-        return Run.open(out)
+    if resume:
+        if start >= final_epoch and _last_logged_epoch(out / METRICS_FILE) == final_epoch:
+            return Run.open(out)  # already complete: touch nothing
+        # rows past the resume point belong to the interrupted call; row `start` is recomputed
+        metrics.truncate_to(start)
 
     all_params = list(model.named_parameters())
     bar = tqdm(total=final_epoch, initial=start, disable=not progress, unit="ep", dynamic_ncols=True,
@@ -233,6 +235,16 @@ def _final_epoch(cfg: TrainConfig, grok_epoch: Optional[int]) -> int:
     if cfg.stop_after_grok is not None and grok_epoch is not None:
         return min(cfg.epochs, grok_epoch + cfg.stop_after_grok)
     return cfg.epochs
+
+
+def _last_logged_epoch(path: Path) -> Optional[int]:
+    if not path.exists():
+        return None
+    lines = path.read_text().rstrip("\n").splitlines()
+    try:
+        return int(lines[-1].split(",")[0]) if len(lines) > 1 else None
+    except ValueError:
+        return None
 
 
 def _first_grok_epoch(path: Path) -> Optional[int]:

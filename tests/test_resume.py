@@ -56,3 +56,12 @@ def test_sigkill_mid_training_then_resume(tmp_path):
     a, b = _weights(Run.open(ref), 3000), _weights(Run.open(killed), 3000)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (ref / "metrics.csv").read_bytes() == (killed / "metrics.csv").read_bytes()
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path):
+    run = train(tiny_config(epochs=40), tmp_path / "r", progress=False)
+    before = {p: p.read_bytes() for p in run.path.rglob("*") if p.is_file() and p.name not in (".lock", "training_log.jsonl")}
+    train(None, run.path, resume=True, progress=False)
+    after = {p: p.read_bytes() for p in run.path.rglob("*") if p.is_file() and p.name not in (".lock", "training_log.jsonl")}
+    assert before == after
+    assert int(run.metrics()["epoch"].iloc[-1]) == 40
