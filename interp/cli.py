@@ -15,6 +15,9 @@ from typing import Any, Optional, Sequence
 
 from .errors import InterpError
 
+# Fields that do not change the trajectory so far (not in the config hash): a resumed run may
+# be trained longer, stop at another point after grokking, or move to another device.
+RESUME_OVERRIDABLE = {"epochs", "stop_after_grok", "device"}
 SUBCOMMAND_MODULES = ("interp.cli_analyze", "interp.cli_compare", "interp.cli_report")
 
 
@@ -52,9 +55,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
     if args.resume:
-        if overrides:
-            raise InterpError(f"--resume continues a run with its saved config; drop {', '.join(_flag(k) for k in overrides)}")
-        run = train(None, args.resume, resume=True, progress=not args.no_progress)  # type: ignore[arg-type]
+        fixed = sorted(set(overrides) - RESUME_OVERRIDABLE)
+        if fixed:
+            raise InterpError(f"--resume continues a run with its saved config; only {', '.join(_flag(k) for k in sorted(RESUME_OVERRIDABLE))} "
+                              f"may change, drop {', '.join(_flag(k) for k in fixed)}")
+        run = train(None, args.resume, resume=True, progress=not args.no_progress, overrides=overrides)  # type: ignore[arg-type]
     else:
         cfg = preset(args.preset, **overrides) if args.preset else TrainConfig(**overrides)
         cfg.validate()

@@ -16,8 +16,8 @@ without changing the store or the metrics layout.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +109,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     max_epochs_this_call: Optional[int] = None,
+    overrides: Optional[dict] = None,
 ) -> Run:
     """Train ``cfg`` into ``out_dir`` (new run) or continue it (``resume=True``).
 
@@ -119,6 +120,11 @@ def train(
     if resume:
         run = Run.open(out)
         cfg = run.config
+        if overrides:
+            # only fields outside the config hash may change, so every saved checkpoint stays valid
+            cfg = dataclasses.replace(cfg, **overrides).validate()
+            if cfg.config_hash() != run.config.config_hash():
+                raise InterpError(f"{out}: these changes would alter the run's trajectory; start a new run instead")
     else:
         cfg.validate()
         if out.exists() and any(out.iterdir()):
@@ -126,6 +132,8 @@ def train(
     device = resolve_device(cfg.device)
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
+        if resume and overrides:
+            write_config(out, cfg)
         return _train_locked(cfg, out, resume, device, progress, max_epochs_this_call)
 
 

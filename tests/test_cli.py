@@ -57,3 +57,16 @@ def test_train_cli_writes_default_run_dir(tmp_path):
                 "--epochs", "5", "--run-name", "cli", "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "checkpoints" / "cli" / "checkpoints" / "epoch_000005.safetensors").exists()
+
+
+def test_resume_may_extend_training_but_not_change_the_recipe(tmp_path):
+    run = train(tiny_config(epochs=20), tmp_path / "r", progress=False)
+    r = run_cli("train", "--resume", str(run.path), "--lr", "0.1")
+    assert r.returncode != 0 and "--lr" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("train", "--resume", str(run.path), "--epochs", "40", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    from interp.store import Run
+
+    again = Run.open(run.path)
+    assert again.config.epochs == 40 and again.checkpoint_epochs()[-1] == 40
+    assert list(again.metrics()["epoch"]) == list(range(41))
