@@ -244,11 +244,13 @@ def last_position_logits(
     # as fast as advanced indexing's (a sorting index_put).
     z = (w[..., 0, None] * v01[0].index_select(0, a) + w[..., 1, None] * v01[1].index_select(0, b)
          + w[..., 2, None] * v2)  # [B, H, E]
-    attn_out = z.reshape(z.shape[0], -1) @ attn.W_O.reshape(-1, cfg.d_model) + attn.b_O
-    resid = x2 + attn_out
-    post = mlp.act(resid @ mlp.W_in + mlp.b_in)
-    resid = resid + post @ mlp.W_out + mlp.b_out
-    return resid @ model.W_U + model.unembed.b_U
+    # Bias adds are folded into the matrix products (addmm) instead of separate passes over
+    # [batch, d] tensors: the '=' embedding into the attention output's bias, b_out into the
+    # logit bias ((r + b_out) W_U + b_U = r W_U + (b_out W_U + b_U)).
+    resid = torch.addmm(attn.b_O + x2, z.reshape(z.shape[0], -1), attn.W_O.reshape(-1, cfg.d_model))
+    post = mlp.act(torch.addmm(mlp.b_in, resid, mlp.W_in))
+    resid = torch.addmm(resid, post, mlp.W_out)
+    return torch.addmm(mlp.b_out @ model.W_U + model.unembed.b_U, resid, model.W_U)
 
 
 @torch.no_grad()

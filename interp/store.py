@@ -323,7 +323,7 @@ def load_optimizer(run_dir: Path, optimizer: torch.optim.Optimizer, params: dict
             t = tensors.get(f"{key}.{n}")
             if t is None:
                 raise InterpError(f"{run_dir / OPTIMIZER_FILE}: missing optimizer state {key}.{n}")
-            st[key] = t.to(prm.device) if key != "step" else t
+            st[key] = t.to(prm.device)  # the fused AdamW kernel keeps "step" on the parameter's device
         optimizer.state[prm] = st
     return int(meta["epoch"])
 

@@ -82,10 +82,11 @@ def build_model(cfg: TrainConfig) -> Transformer:
 
 def build_optimizer(cfg: TrainConfig, model: Transformer) -> tuple[torch.optim.Optimizer, dict[str, torch.nn.Parameter]]:
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    # foreach=False keeps the update order fixed so a resumed run is bit-identical.
+    # The fused kernel (CPU and CUDA) is the fastest update; like every AdamW implementation it
+    # is elementwise and deterministic, so a resumed run stays bit-identical.
     opt = torch.optim.AdamW(
         list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay,
-        betas=(cfg.beta1, cfg.beta2), foreach=False,
+        betas=(cfg.beta1, cfg.beta2), fused=True,
     )
     return opt, params
 
@@ -171,7 +172,7 @@ def _train_locked(cfg, out: Path, resume: bool, device: str, progress: bool, max
     model.to(device)
     for st in opt.state.values():
         for k, v in st.items():
-            if torch.is_tensor(v) and k != "step":
+            if torch.is_tensor(v):
                 st[k] = v.to(device)
     train_b, test_b = make_batches(cfg, split, device)
     schedule = set(cfg.checkpoint_epochs())
