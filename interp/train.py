@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
+from . import phases
 from .config import TrainConfig
 from .errors import InterpError
 from .model import Transformer, last_position_logits
@@ -48,7 +49,7 @@ from .store import (
 )
 from .tasks import labels, make_split
 
-GROK_ACC = 0.99
+GROK_ACC = phases.ACC_THRESHOLD  # T_grok's threshold, defined once in interp.phases
 
 
 @dataclass
@@ -265,6 +266,5 @@ def _first_grok_epoch(path: Path) -> Optional[int]:
 
 
 def first_epoch_reaching(df, column: str, threshold: float = GROK_ACC) -> Optional[int]:
-    """First logged epoch whose ``column`` is >= threshold (T_mem / T_grok of REFERENCE §5), or None."""
-    hit = df.index[df[column] >= threshold]
-    return int(df.loc[hit[0], "epoch"]) if len(hit) else None
+    """First logged epoch whose ``column`` is >= threshold (T_mem / T_grok, REFERENCE §5), or None."""
+    return phases.first_epoch_reaching(df["epoch"], df[column], threshold)
