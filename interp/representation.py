@@ -395,7 +395,9 @@ class RQIResult:
 
     ``chart``: "linear" (§6 verbatim) or "circle" (see the module notes). ``modulus``: sums taken mod
     it (None: integer sums). ``freqs``: the planes of the circle chart. ``residual_median``: median
-    residual over all ideal parallelograms (how far from closing a typical one is).
+    residual over all ideal parallelograms (how far from closing a typical one is). ``per_plane``
+    (circle chart): the RQI of each plane alone; the joint ``rqi`` needs a parallelogram to close in
+    all planes at once (on average), so one noisy plane pulls it down while the others stay clean.
     """
 
     rqi: float
@@ -406,6 +408,7 @@ class RQIResult:
     modulus: Optional[int]
     freqs: list[int] = field(default_factory=list)
     residual_median: float = float("nan")
+    per_plane: dict[int, float] = field(default_factory=dict)
 
 
 def parallelogram_classes(n: int, modulus: Optional[int] = None) -> tuple[Int[Tensor, "C L"], Int[Tensor, "C L"], Tensor]:
@@ -430,22 +433,32 @@ def parallelogram_classes(n: int, modulus: Optional[int] = None) -> tuple[Int[Te
     return I, J, valid
 
 
-def _count(pair_vectors: Float[Tensor, "C L D"], valid: Tensor, denom: float, tol: float, chunk: int = 64):
-    """Count parallelograms whose residual ||v_a - v_b||^2 / denom < tol, over slot pairs a < b."""
-    C, L, _ = pair_vectors.shape
+def _count(pair_vectors: Float[Tensor, "C L G g"], valid: Tensor, denom: float, tol: float, chunk: int = 32):
+    """Residuals of every parallelogram (slot pairs a < b of one class) and how many close.
+
+    Group q of the last-but-one axis (a plane of the circle chart; the whole vector in the linear
+    chart) gives r_q = ||v_a,q - v_b,q||^2 / denom; the parallelogram's residual is mean_q r_q.
+    Returns (closed, ideal, median residual, closed per group).
+    """
+    C, L, G, g = pair_vectors.shape
     upper = torch.triu(torch.ones(L, L, dtype=torch.bool), diagonal=1)
     real, ideal, res = 0, 0, []
+    per = torch.zeros(G, dtype=torch.long)
     for c0 in range(0, C, chunk):
         v = pair_vectors[c0:c0 + chunk]
+        c = v.shape[0]
         ok = valid[c0:c0 + chunk]
-        d = torch.cdist(v, v).pow(2) / denom  # [c, L, L]
-        m = ok[:, :, None] & ok[:, None, :] & upper
-        r = d[m]
+        vg = v.permute(0, 2, 1, 3).reshape(c * G, L, g)
+        d = (torch.cdist(vg, vg).pow(2) / denom).reshape(c, G, L, L)
+        m = ok[:, :, None] & ok[:, None, :] & upper  # [c, L, L]
+        rg = d.permute(1, 0, 2, 3)[:, m]  # [G, parallelograms]
+        r = rg.mean(0)
         real += int((r < tol).sum())
         ideal += int(r.numel())
+        per += (rg < tol).sum(1)
         res.append(r)
     allr = torch.cat(res) if res else torch.zeros(0)
-    return real, ideal, float(allr.median()) if allr.numel() else float("nan")
+    return real, ideal, float(allr.median()) if allr.numel() else float("nan"), per
 
 
 def rqi_linear(E: Float[Tensor, "n d"], modulus: Optional[int] = None, tol: float = RQI_TOL) -> RQIResult:
@@ -463,7 +476,7 @@ def rqi_linear(E: Float[Tensor, "n d"], modulus: Optional[int] = None, tol: floa
         raise InterpError("RQI of a constant embedding is undefined")
     Z = (E[:, keep] - E[:, keep].mean(0)) / sd[keep]
     I, J, valid = parallelogram_classes(n, modulus)
-    real, ideal, med = _count(Z[I] + Z[J], valid, float(Z.shape[1]), tol)
+    real, ideal, med, _ = _count((Z[I] + Z[J])[:, :, None, :], valid, float(Z.shape[1]), tol)
     return RQIResult(real / ideal if ideal else float("nan"), real, ideal, tol, "linear", modulus, [], med)
 
 
@@ -486,16 +499,19 @@ def _plane_angles(xy: Float[Tensor, "n 2"]) -> Complex[Tensor, "n"]:
 def rqi_circle(z: Complex[Tensor, "K n"], tol: float = RQI_TOL, freqs: Optional[Sequence[int]] = None) -> RQIResult:
     """RQI in the circle chart (module notes): z[k, i] is the point of number i in plane k (already
     normalised, e.g. unit complex numbers); a parallelogram {i, j}, {m, n} with i + j = m + n (mod n) closes when
-    mean_k |z_ki z_kj - z_km z_kn|^2 < ``tol``."""
+    mean_k |z_ki z_kj - z_km z_kn|^2 < ``tol``. ``per_plane[k]``: the RQI of plane k alone (keys: ``freqs``,
+    or plane indices)."""
     K, n = z.shape
     if K == 0:
         raise InterpError("RQI in the circle chart needs at least one frequency plane")
     I, J, valid = parallelogram_classes(n, n)
     prod = z[:, I] * z[:, J]  # [K, C, L]
-    v = torch.cat([prod.real, prod.imag], dim=0).permute(1, 2, 0).contiguous()  # [C, L, 2K]
-    real, ideal, med = _count(v, valid, float(K), tol)
+    v = torch.stack([prod.real, prod.imag], dim=-1).permute(1, 2, 0, 3).contiguous()  # [C, L, K, 2]
+    real, ideal, med, per = _count(v, valid, 1.0, tol)
+    ks = [int(k) for k in freqs] if freqs is not None else list(range(K))
     return RQIResult(real / ideal if ideal else float("nan"), real, ideal, tol, "circle", n,
-                     [int(k) for k in freqs] if freqs is not None else [], med)
+                     ks if freqs is not None else [], med,
+                     {k: int(c) / ideal if ideal else float("nan") for k, c in zip(ks, per)})
 
 
 def embedding_rqi(model, freqs: Optional[Sequence[int]] = None, task: str = "add", tol: float = RQI_TOL,

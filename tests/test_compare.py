@@ -98,7 +98,7 @@ def test_generalising_side_wins(runs):
     df = comp.to_frame()
     assert list(df.columns) == ["mem@300", "grok@300"]
     for row in ("train loss", "test accuracy", "key frequencies (own)", "Gini of W_E Fourier norms",
-                "RQI (circle chart)", "restricted loss (all inputs)", "excluded loss (train)", "sum of squared weights",
+                "RQI (circle chart, planes jointly)", "  k=5: RQI of its plane alone", "restricted loss (all inputs)", "excluded loss (train)", "sum of squared weights",
                 "  k=2: W_E energy share", "CKA A vs B, final residual (linear)"):
         assert row in df.index
     assert df.loc["key frequencies (own)", "grok@300"] == "2 5"

@@ -54,6 +54,7 @@ def test_chosen_frequencies_show_circles_and_rqi_one():
         assert float(r.std() / r.mean()) < 1e-4  # on a circle
     res = R.embedding_rqi(m, [3, 7, 12])
     assert res.rqi == 1.0 and res.n_ideal == P * math.comb((P + 1) // 2, 2)
+    assert res.per_plane == {3: 1.0, 7: 1.0, 12: 1.0}
     # still near 1 with a little noise; the ideal parallelograms are the same
     noisy = circle_embedding(random_model(), [3, 7, 12], noise=0.005)
     assert R.embedding_rqi(noisy, [3, 7, 12]).rqi > 0.95
@@ -70,7 +71,8 @@ def test_chosen_frequencies_show_circles_and_rqi_one():
 def test_random_embedding_rqi_near_zero():
     for seed in range(2):
         m = random_model(seed=seed)
-        assert R.embedding_rqi(m, [3, 7]).rqi < 0.02
+        res = R.embedding_rqi(m, [3, 7])
+        assert res.rqi < 0.02 and max(res.per_plane.values()) < 0.1
         assert R.embedding_rqi(m, [5]).rqi < 0.1  # one plane: chance that angles close within 0.1 rad
         assert R.embedding_rqi(m, chart="linear").rqi < 0.02
 
