@@ -643,15 +643,17 @@ def neuron_logit_fourier(model, task: str = "add", title: Optional[str] = None) 
     ks = np.arange(1, fn.shape[0], dtype=np.int32)
     fig = make_subplots(rows=1, cols=2, column_widths=[0.72, 0.28], horizontal_spacing=0.08,
                         subplot_titles=("|W_L| in the Fourier basis (neurons sorted by cluster)", "norm per frequency"))
-    fig.add_trace(go.Heatmap(z=_f32(coefs[order]), x=list(spec.labels), y=np.arange(len(order), dtype=np.int32),
-                             customdata=np.stack([order, freq[order]], 1).astype(np.int32)[:, None, :].repeat(len(spec.labels), 1),
+    # Row labels name the neuron and its cluster for the hover; one label per row costs a few kB,
+    # a per-cell customdata array would cost as much as z itself.
+    rows = [f"neuron {int(i)} (k={int(freq[i])})" for i in order]
+    fig.add_trace(go.Heatmap(z=_f32(coefs[order]), x=list(spec.labels), y=rows,
                              colorscale="Viridis", colorbar=dict(title="|coef|", x=0.68),
-                             hovertemplate="neuron %{customdata[0]} (k=%{customdata[1]})<br>%{x}<br>%{z:.3g}<extra></extra>"),
+                             hovertemplate="%{y}<br>%{x}<br>%{z:.3g}<extra></extra>"),
                   row=1, col=1)
     fig.add_trace(go.Bar(x=ks, y=_f32(fn[1:]), marker_color="#9467bd", showlegend=False,
                          hovertemplate="frequency %{x}<br>norm %{y:.3g}<extra></extra>"), row=1, col=2)
     fig.update_xaxes(showticklabels=False, title_text="basis function (const, cos 1, sin 1, ...)", row=1, col=1)
-    fig.update_yaxes(showticklabels=False, title_text="neuron", autorange="reversed", row=1, col=1)
+    fig.update_yaxes(showticklabels=False, title_text="neuron", autorange="reversed", type="category", row=1, col=1)
     fig.update_xaxes(title_text="frequency k", row=1, col=2)
     fig.update_layout(template=TEMPLATE, title=title or "Neuron-logit map W_L in the Fourier basis", height=460)
     return fig
@@ -856,5 +858,7 @@ def checkpoint_comparison(comparison, title: Optional[str] = None) -> go.Figure:
         cells=dict(values=[[_esc(r[0]) for r in rows], [_esc(r[1]) for r in rows], [_esc(r[2]) for r in rows]],
                    align=["left", "right", "right"], font=dict(size=11), height=21)), row=2, col=1)
     fig.update_layout(template=TEMPLATE, barmode="group", bargap=0.15, title=title or f"{la} vs {lb}",
-                      height=360 + 21 * len(rows) + 80, legend=dict(orientation="h", y=1.02, x=1, xanchor="right"))
+                      height=360 + 21 * len(rows) + 80,
+                      # above the panel titles, so it covers neither
+                      legend=dict(orientation="h", y=1.0, x=1, xanchor="right", yanchor="bottom", yref="container"))
     return fig

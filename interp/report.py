@@ -492,8 +492,9 @@ def build_comparison_sections(a, b, cka_checkpoints: int = 12) -> tuple[list[Sec
             except InterpError as e:
                 errors.append(f"{lab}: {e}")
                 continue
-            t.figures.append(_figure(f"Loss and accuracy: {lab}", "Train and test loss (log) and accuracy (REFERENCE §1).",
-                                     lambda m=m, lab=lab: plots.loss_curves(m, None, lab), errors))
+            t.figures.append(_figure(f"Loss and accuracy: run {r.name}", f"Training of the run {lab} comes from: train and "
+                                     "test loss (log) and accuracy (REFERENCE §1).",
+                                     lambda m=m, r=r: plots.loss_curves(m, None, r.name), errors))
         if len(runs) == 2:
             from .cka import run_cka
 
