@@ -236,20 +236,20 @@ def analyze(
         table.to_csv(buf, index=False)
         _atomic_write(run.path / TABLE_FILE, buf.getvalue().encode())
         body = {"signature": signature, "columns": TABLE_COLUMNS_DOC, "summary": summary.to_dict()}
-        _atomic_write(run.path / META_FILE, (json.dumps(_finite(body), indent=2) + "\n").encode())
+        _atomic_write(run.path / META_FILE, (json.dumps(json_safe(body), indent=2) + "\n").encode())
     return table, summary
 
 
-def _finite(o):
+def json_safe(o):
     """JSON-safe copy: NaN / inf become null (strict JSON has no NaN)."""
     if isinstance(o, dict):
-        return {str(k): _finite(v) for k, v in o.items()}
+        return {str(k): json_safe(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
+        return [json_safe(v) for v in o]
     if isinstance(o, float) and not math.isfinite(o):
         return None
-    if hasattr(o, "item"):
-        return _finite(o.item())
+    if hasattr(o, "item") and not isinstance(o, (str, bytes)):
+        return json_safe(o.item())
     return o
 
 

@@ -18,12 +18,12 @@ def _fmt_interval(iv) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis import TABLE_FILE, _finite, analyze
+    from .analysis import TABLE_FILE, json_safe, analyze
 
     table, s = analyze(args.run, key_freqs=args.key_freqs, progress=not (args.json or args.no_progress),
                        recompute=args.recompute)
     if args.json:
-        print(json.dumps(_finite(s.to_dict()), indent=2))
+        print(json.dumps(json_safe(s.to_dict()), indent=2))
         return 0
     ph = s.phases
     f = s.final

@@ -34,6 +34,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from . import measures as ms
+from .analysis import json_safe
 from .cka import linear_cka
 from .errors import InterpError
 from .representation import RQI_TOL, RQIResult, embedding_rqi, embedding_spectrum, final_position_activations
@@ -230,7 +231,7 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary: labels, notes, the frequencies used, CKA, and the rows."""
         la, lb = self.labels
-        return _finite({
+        return json_safe({
             "a": {"label": la, "epoch": self.a.epoch, "run": self.a.run_path, "note": self.a.note},
             "b": {"label": lb, "epoch": self.b.epoch, "run": self.b.run_path, "note": self.b.note},
             "analysis_freqs": {"a": self.analysis_freqs[0], "b": self.analysis_freqs[1], "source": self.freqs_source},
@@ -276,18 +277,6 @@ def _fmt(v: Any) -> str:
     if abs(x) >= 1e4 or abs(x) < 1e-3:
         return f"{x:.3e}"
     return f"{x:.4f}" if abs(x) < 10 else f"{x:.2f}"
-
-
-def _finite(o):
-    if isinstance(o, dict):
-        return {str(k): _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if hasattr(o, "item") and not isinstance(o, (str, bytes)):
-        return _finite(o.item())
-    return o
 
 
 def _freq_list(fs: Sequence[int]) -> str:
