@@ -7,8 +7,10 @@ TransformerLens layout and names (``W_E [d_vocab, d_model]``, ``W_Q [n_heads, d_
 
 ``last_position_logits`` is the training fast path: it computes only what the final ``=``
 position needs, exploiting that position 2 always holds ``=`` and positions 0 and 1 depend on a
-single token each, so every projection is done on a ``p``-row table instead of the batch.
-Tests check it against the hooked forward on all p^2 inputs.
+single token each, so every projection up to the MLP input is done on [2p + 1]-row tables and
+gathered per input; the only matrix product over the batch in the forward pass is the MLP's
+path to the logits. Tests check its logits against the hooked forward on all p^2 inputs and its
+gradients against the hooked model's.
 """
 
 from __future__ import annotations
@@ -213,44 +215,110 @@ class Transformer(HookedRootModule):
         return self.unembed(x)
 
 
+class _MixedTableRows(torch.autograd.Function):
+    """``out_k[i] = sum_{h,s} w[i,h,s] * (V[h, rows[i,h,s]] @ N_k[h])`` for k = 1, 2, hand-differentiated.
+
+    V: [H, R, E] per-head tables, N_1: [H, E, n1] and N_2: [H, E, n2] per-head maps, w: [B, H, S]
+    mixing weights, rows: [B, H*S] flat row indices into the [H*R] tables (head offsets included).
+    Forward: one small [H, R, n] table product per map, then a weighted gather-and-sum over the
+    batch (``embedding_bag``). Backward avoids both of autograd's slow paths for ``embedding_bag``:
+    the table gradient is a second ``embedding_bag`` over the batch grouped by table row (the
+    ``plan``), and the weight gradient is taken in the small E space,
+    ``dL/dw[i,h,s] = (sum_k g_k[i] N_k[h]^T) . V[h, rows[i,h,s]]``, so the only batch-sized matrix
+    products are ``g_k @ N_k^T`` (B x n_k x H E). Two outputs rather than one concatenated one:
+    slicing a joint output would make autograd zero-fill and copy a [B, n1 + n2] gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, V, N1, N2, w, rows, rows_by_table, bag_offsets, perm):
+        H, R, _ = V.shape
+        B = w.shape[0]
+        flat_w = w.reshape(B, -1)
+        outs = [F.embedding_bag(rows, torch.bmm(V, N).reshape(H * R, -1), per_sample_weights=flat_w, mode="sum")
+                for N in (N1, N2)]
+        ctx.save_for_backward(V, N1, N2, w, rows, rows_by_table, bag_offsets, perm)
+        return outs[0], outs[1]
+
+    @staticmethod
+    def backward(ctx, g1, g2):
+        V, N1, N2, w, rows, rows_by_table, bag_offsets, perm = ctx.saved_tensors
+        H, R, E = V.shape
+        B, _, S = w.shape
+        g1, g2 = g1.contiguous(), g2.contiguous()
+        gV = gN1 = gN2 = gw = None
+        if ctx.needs_input_grad[3]:
+            gz = torch.addmm(g1 @ N1.reshape(H * E, -1).t(), g2, N2.reshape(H * E, -1).t()).view(B, H, 1, E)
+            Vg = V.reshape(H * R, E).index_select(0, rows.reshape(-1)).view(B, H, S, E)
+            gw = (Vg * gz).sum(-1)
+        if any(ctx.needs_input_grad[:3]):
+            w_by_table = w.reshape(-1).index_select(0, perm)
+            g_tables = [F.embedding_bag(rows_by_table, g, offsets=bag_offsets, per_sample_weights=w_by_table,
+                                        mode="sum").view(H, R, -1) for g in (g1, g2)]
+            if ctx.needs_input_grad[0]:
+                gV = torch.baddbmm(torch.bmm(g_tables[0], N1.transpose(1, 2)), g_tables[1], N2.transpose(1, 2))
+            Vt = V.transpose(1, 2)
+            gN1 = torch.bmm(Vt, g_tables[0]) if ctx.needs_input_grad[1] else None
+            gN2 = torch.bmm(Vt, g_tables[1]) if ctx.needs_input_grad[2] else None
+        return gV, gN1, gN2, gw, None, None, None, None
+
+
+def _mixing_plan(a: Int[Tensor, "batch"], b: Int[Tensor, "batch"], p: int, n_heads: int):
+    """Row indices of the [a, b, =] attention sources in the per-head [2p + 1] tables (rows 0..p-1:
+    token at position 0, p..2p-1: token at position 1, 2p: '=' at position 2), plus the same
+    entries grouped by table row for the backward pass (cheap: two argsorts of the batch)."""
+    B, H, R, S = a.shape[0], n_heads, 2 * p + 1, 3
+    dev = a.device
+    off = torch.arange(H, device=dev) * R
+    rows = torch.stack([off + a[:, None], off + p + b[:, None], (off + 2 * p).expand(B, H)], -1).reshape(B, H * S)
+    ia, ib, ie = torch.argsort(a, stable=True), torch.argsort(b, stable=True), torch.arange(B, device=dev)
+    counts = torch.cat([torch.bincount(a, minlength=p), torch.bincount(b, minlength=p),
+                        torch.full((1,), B, device=dev, dtype=torch.long)])  # [R]: entries per table row
+    rows_by_table = torch.cat([ia, ib, ie]).repeat(H)  # batch index of each entry, grouped by row
+    slot = torch.arange(H, device=dev)[:, None] * S + torch.cat([torch.zeros_like(ia), torch.ones_like(ib),
+                                                                  torch.full_like(ie, 2)])[None]
+    perm = (rows_by_table.view(H, -1) * (H * S) + slot).reshape(-1)  # flat position in w [B, H, S]
+    bag_offsets = torch.cat([torch.zeros(1, device=dev, dtype=torch.long), counts.repeat(H).cumsum(0)[:-1]])
+    return rows, rows_by_table, bag_offsets, perm
+
+
 def last_position_logits(
     model: Transformer, a: Int[Tensor, "batch"], b: Int[Tensor, "batch"]
 ) -> Float[Tensor, "batch d_vocab_out"]:
     """Logits at the ``=`` position for inputs ``[a, b, =]``, computing only what that position needs.
 
-    Mathematically identical to ``model(tokens)[:, -1]``: the query is the same for every input
-    (position 2 always holds ``=``), keys and values at positions 0 and 1 depend on one token
-    each, so Q/K/V/O projections run on p-row tables and are gathered per input.
+    Mathematically identical to ``model(tokens)[:, -1]`` (tests compare the two on all p^2
+    inputs), regrouped so that almost no matrix product runs over the batch:
+
+    - the query is the same for every input (position 2 always holds ``=``) and keys/values at
+      positions 0 and 1 depend on one token each, so attention scores come from [2p + 1]-row tables;
+    - the attention output enters the rest of the network only through ``W_O W_in`` (MLP input)
+      and ``W_O W_U`` (direct path to the logits), so each head's value table is pushed through
+      ``W_O W_in`` and ``W_O W_U`` once per call, and per input the pattern-weighted sum of three rows per
+      head is gathered (``_MixedTableRows``) instead of multiplying [batch, d_model] matrices;
+    - the MLP reaches the logits through ``W_L = W_out W_U`` (REFERENCE §2), one product;
+    - constant terms (the '=' embedding, ``b_O``, ``b_in``, ``b_out``, ``b_U``) are folded into
+      one bias row each for the MLP input and the logits.
     """
     cfg = model.cfg
     attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
-    p = cfg.p
-    W_E, W_pos = model.W_E, model.W_pos
-    x01 = W_E[:p].unsqueeze(0) + W_pos[:2].unsqueeze(1)  # [2, p, D] embeddings at pos 0, 1
-    x2 = W_E[p] + W_pos[2]  # [D]
+    p, H, E, D, M = cfg.p, cfg.n_heads, cfg.d_head, cfg.d_model, cfg.d_mlp
+    W_E, W_pos, W_U = model.W_E, model.W_pos, model.W_U
+    x2 = W_E[p] + W_pos[2]  # [D]: '=' at position 2
+    sources = torch.cat([(W_E[:p].unsqueeze(0) + W_pos[:2].unsqueeze(1)).reshape(2 * p, D), x2[None]])  # [2p+1, D]
     q = torch.einsum("d,hde->he", x2, attn.W_Q) + attn.b_Q  # [H, E]
-    k01 = torch.einsum("spd,hde->sphe", x01, attn.W_K) + attn.b_K  # [2, p, H, E]
-    k2 = torch.einsum("d,hde->he", x2, attn.W_K) + attn.b_K
-    scale = 1.0 / math.sqrt(cfg.d_head)
-    s01 = torch.einsum("sphe,he->sph", k01, q) * scale  # [2, p, H]
-    s2 = (k2 * q).sum(-1) * scale  # [H]
-    v01 = torch.einsum("spd,hde->sphe", x01, attn.W_V) + attn.b_V  # [2, p, H, E]
-    v2 = torch.einsum("d,hde->he", x2, attn.W_V) + attn.b_V  # [H, E]
-    scores = torch.stack([s01[0].index_select(0, a), s01[1].index_select(0, b), s2.expand(a.shape[0], -1)], dim=-1)  # [B, H, 3]
-    w = scores.softmax(dim=-1)
-    # Mix values per head in d_head space (4x smaller than mixing W_O outputs), then one matmul
-    # through W_O. Elementwise multiply-and-add rather than batched matmuls with B tiny matrices,
-    # which are an order of magnitude slower on CPU; index_select's backward (index_add) is twice
-    # as fast as advanced indexing's (a sorting index_put).
-    z = (w[..., 0, None] * v01[0].index_select(0, a) + w[..., 1, None] * v01[1].index_select(0, b)
-         + w[..., 2, None] * v2)  # [B, H, E]
-    # Bias adds are folded into the matrix products (addmm) instead of separate passes over
-    # [batch, d] tensors: the '=' embedding into the attention output's bias, b_out into the
-    # logit bias ((r + b_out) W_U + b_U = r W_U + (b_out W_U + b_U)).
-    resid = torch.addmm(attn.b_O + x2, z.reshape(z.shape[0], -1), attn.W_O.reshape(-1, cfg.d_model))
-    post = mlp.act(torch.addmm(mlp.b_in, resid, mlp.W_in))
-    resid = torch.addmm(resid, post, mlp.W_out)
-    return torch.addmm(mlp.b_out @ model.W_U + model.unembed.b_U, resid, model.W_U)
+    k = torch.einsum("rd,hde->hre", sources, attn.W_K) + attn.b_K[:, None]  # [H, 2p+1, E]
+    v = torch.einsum("rd,hde->hre", sources, attn.W_V) + attn.b_V[:, None]  # [H, 2p+1, E]
+    s = torch.einsum("hre,he->rh", k, q) * (1.0 / math.sqrt(E))  # [2p+1, H]
+    B = a.shape[0]
+    scores = torch.stack([s[:p].index_select(0, a), s[p:2 * p].index_select(0, b), s[2 * p].expand(B, H)], -1)
+    pattern = scores.softmax(dim=-1)  # [B, H, 3]
+    to_mlp = torch.einsum("hed,dm->hem", attn.W_O, mlp.W_in)  # [H, E, M]
+    to_logits = torch.einsum("hed,dv->hev", attn.W_O, W_U)  # [H, E, V]
+    mixed_in, mixed_logits = _MixedTableRows.apply(v, to_mlp, to_logits, pattern, *_mixing_plan(a, b, p, H))
+    resid_const = attn.b_O + x2
+    post = mlp.act(mixed_in + (resid_const @ mlp.W_in + mlp.b_in))
+    logit_const = (resid_const + mlp.b_out) @ W_U + model.unembed.b_U
+    return torch.addmm(mixed_logits + logit_const, post, mlp.W_out @ W_U)
 
 
 @torch.no_grad()

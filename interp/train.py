@@ -10,8 +10,9 @@ metrics row of epoch E describes those weights. The train forward of epoch E bot
 row and provides the gradient of step E + 1.
 
 The step is written against one model; training many runs at once later means stacking
-parameters along a leading ensemble axis (or torch.func.vmap over ``last_position_logits``)
-without changing the store or the metrics layout.
+parameters along a leading ensemble axis (every batch-free table product in
+``last_position_logits`` becomes a batched one) without changing the store or the metrics
+layout. (torch.func.vmap would need a vmap rule for the fast path's hand-written backward.)
 """
 
 from __future__ import annotations
@@ -99,6 +100,25 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr
 
 
+def retain_freed_memory() -> None:
+    """Ask glibc to keep freed memory instead of handing it back to the kernel (Linux only).
+
+    A training step allocates and frees a few dozen tensors of 1-20 MB. By default glibc maps
+    such blocks fresh from the kernel and unmaps them on free, so every step pays page faults
+    and page zeroing on ~100 MB (measured: 12% of the canonical step on 2 cores). Raising the
+    mmap threshold to its maximum (32 MB) and the trim threshold to 1 GB makes freed blocks
+    reusable. The cost is that the process keeps its peak heap; called by ``train`` only.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): keep the default
+        pass
+
+
 def resolve_device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InterpError(f"device {name!r} requested but CUDA is not available")
@@ -132,6 +152,7 @@ def train(
         if out.exists() and any(out.iterdir()):
             raise InterpError(f"{out} already exists and is not empty; use --resume to continue it or choose another --out")
     device = resolve_device(cfg.device)
+    retain_freed_memory()
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
         if resume and overrides:

@@ -21,7 +21,7 @@ from interp.config import TrainConfig
 from interp.legacy import to_bridge
 from interp.model import last_position_logits
 from interp.tasks import make_split, labels
-from interp.train import build_model, build_optimizer, loss_and_accuracy
+from interp.train import build_model, build_optimizer, loss_and_accuracy, retain_freed_memory
 
 
 def time_steps(step, n: int, warmup: int, device: str) -> float:
@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     cfg = TrainConfig(device=args.device)
+    retain_freed_memory()  # as `interp.train.train` does; applies to both loops
     dev = args.device
     split = make_split(cfg.p, cfg.frac_train, cfg.data_seed)
     y_all = labels(cfg.task, cfg.p)
