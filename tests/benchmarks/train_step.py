@@ -6,13 +6,14 @@ process on the same data. The project step is `interp.train`'s: `last_position_l
 forward, backward, AdamW step. The bridge step runs `TransformerBridge.boot_native(cfg)` on
 the full [a, b, =] sequences and reads the last position.
 
-Usage: python tests/benchmarks/train_step.py [--steps N] [--device cpu|cuda]
+Usage: python tests/benchmarks/train_step.py [--steps N] [--rounds R] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -24,9 +25,8 @@ from interp.tasks import make_split, labels
 from interp.train import build_model, build_optimizer, loss_and_accuracy, retain_freed_memory
 
 
-def time_steps(step, n: int, warmup: int, device: str) -> float:
-    for _ in range(warmup):
-        step()
+def time_block(step, n: int, device: str) -> float:
+    """Mean ms per step over ``n`` consecutive steps."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t = time.perf_counter()
@@ -39,7 +39,8 @@ def time_steps(step, n: int, warmup: int, device: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=30, help="project steps per round (bridge: a third)")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
@@ -72,12 +73,21 @@ def main() -> None:
         bopt.step()
         bopt.zero_grad(set_to_none=True)
 
-    ours = time_steps(project_step, args.steps, args.warmup, dev)
-    theirs = time_steps(bridge_step, max(5, args.steps // 3), 2, dev)
+    for _ in range(args.warmup):
+        project_step()
+        bridge_step()
+    # Alternate the two loops in rounds and report medians: on a shared or virtualised machine
+    # the speed drifts over seconds, which would bias a ratio of two back-to-back averages.
+    ours_r, theirs_r = [], []
+    for _ in range(args.rounds):
+        ours_r.append(time_block(project_step, args.steps, dev))
+        theirs_r.append(time_block(bridge_step, max(5, args.steps // 3), dev))
+    ours, theirs = statistics.median(ours_r), statistics.median(theirs_r)
     res = {"device": dev, "threads": torch.get_num_threads(), "project_ms_per_step": round(ours, 2),
-           "bridge_ms_per_step": round(theirs, 2), "speedup": round(theirs / ours, 2)}
-    print(f"project step : {ours:8.2f} ms")
-    print(f"bridge step  : {theirs:8.2f} ms")
+           "bridge_ms_per_step": round(theirs, 2), "speedup": round(theirs / ours, 2),
+           "project_rounds": [round(x, 2) for x in ours_r], "bridge_rounds": [round(x, 2) for x in theirs_r]}
+    print(f"project step : {ours:8.2f} ms  (median of {args.rounds} rounds, {min(ours_r):.2f}-{max(ours_r):.2f})")
+    print(f"bridge step  : {theirs:8.2f} ms  (median of {args.rounds} rounds, {min(theirs_r):.2f}-{max(theirs_r):.2f})")
     print(f"ratio        : {theirs / ours:8.2f}x")
     print(json.dumps(res))
 
