@@ -222,26 +222,26 @@ class _MixedTableRows(torch.autograd.Function):
     mixing weights, rows: [B, H*S] flat row indices into the [H*R] tables (head offsets included).
     Forward: one small [H, R, n] table product per map, then a weighted gather-and-sum over the
     batch (``embedding_bag``). Backward avoids both of autograd's slow paths for ``embedding_bag``:
-    the table gradient is a second ``embedding_bag`` over the batch grouped by table row (the
-    ``plan``), and the weight gradient is taken in the small E space,
+    the table gradient is a second ``embedding_bag`` over the batch grouped by table row (grouped
+    in the backward only, so forward-only evaluation skips it), and the weight gradient is taken in the small E space,
     ``dL/dw[i,h,s] = (sum_k g_k[i] N_k[h]^T) . V[h, rows[i,h,s]]``, so the only batch-sized matrix
     products are ``g_k @ N_k^T`` (B x n_k x H E). Two outputs rather than one concatenated one:
     slicing a joint output would make autograd zero-fill and copy a [B, n1 + n2] gradient.
     """
 
     @staticmethod
-    def forward(ctx, V, N1, N2, w, rows, rows_by_table, bag_offsets, perm):
+    def forward(ctx, V, N1, N2, w, rows):
         H, R, _ = V.shape
         B = w.shape[0]
         flat_w = w.reshape(B, -1)
         outs = [F.embedding_bag(rows, torch.bmm(V, N).reshape(H * R, -1), per_sample_weights=flat_w, mode="sum")
                 for N in (N1, N2)]
-        ctx.save_for_backward(V, N1, N2, w, rows, rows_by_table, bag_offsets, perm)
+        ctx.save_for_backward(V, N1, N2, w, rows)
         return outs[0], outs[1]
 
     @staticmethod
     def backward(ctx, g1, g2):
-        V, N1, N2, w, rows, rows_by_table, bag_offsets, perm = ctx.saved_tensors
+        V, N1, N2, w, rows = ctx.saved_tensors
         H, R, E = V.shape
         B, _, S = w.shape
         g1, g2 = g1.contiguous(), g2.contiguous()
@@ -251,34 +251,29 @@ class _MixedTableRows(torch.autograd.Function):
             Vg = V.reshape(H * R, E).index_select(0, rows.reshape(-1)).view(B, H, S, E)
             gw = (Vg * gz).sum(-1)
         if any(ctx.needs_input_grad[:3]):
+            # Group the B*H*S entries by table row (stable: each row sums its inputs in batch order).
+            flat_rows = rows.reshape(-1)
+            perm = torch.argsort(flat_rows, stable=True)
+            counts = torch.bincount(flat_rows, minlength=H * R)
+            bag_offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
+            batch_index = perm // (H * S)
             w_by_table = w.reshape(-1).index_select(0, perm)
-            g_tables = [F.embedding_bag(rows_by_table, g, offsets=bag_offsets, per_sample_weights=w_by_table,
+            g_tables = [F.embedding_bag(batch_index, g, offsets=bag_offsets, per_sample_weights=w_by_table,
                                         mode="sum").view(H, R, -1) for g in (g1, g2)]
             if ctx.needs_input_grad[0]:
                 gV = torch.baddbmm(torch.bmm(g_tables[0], N1.transpose(1, 2)), g_tables[1], N2.transpose(1, 2))
             Vt = V.transpose(1, 2)
             gN1 = torch.bmm(Vt, g_tables[0]) if ctx.needs_input_grad[1] else None
             gN2 = torch.bmm(Vt, g_tables[1]) if ctx.needs_input_grad[2] else None
-        return gV, gN1, gN2, gw, None, None, None, None
+        return gV, gN1, gN2, gw, None
 
 
-def _mixing_plan(a: Int[Tensor, "batch"], b: Int[Tensor, "batch"], p: int, n_heads: int):
-    """Row indices of the [a, b, =] attention sources in the per-head [2p + 1] tables (rows 0..p-1:
-    token at position 0, p..2p-1: token at position 1, 2p: '=' at position 2), plus the same
-    entries grouped by table row for the backward pass (cheap: two argsorts of the batch)."""
-    B, H, R, S = a.shape[0], n_heads, 2 * p + 1, 3
-    dev = a.device
-    off = torch.arange(H, device=dev) * R
-    rows = torch.stack([off + a[:, None], off + p + b[:, None], (off + 2 * p).expand(B, H)], -1).reshape(B, H * S)
-    ia, ib, ie = torch.argsort(a, stable=True), torch.argsort(b, stable=True), torch.arange(B, device=dev)
-    counts = torch.cat([torch.bincount(a, minlength=p), torch.bincount(b, minlength=p),
-                        torch.full((1,), B, device=dev, dtype=torch.long)])  # [R]: entries per table row
-    rows_by_table = torch.cat([ia, ib, ie]).repeat(H)  # batch index of each entry, grouped by row
-    slot = torch.arange(H, device=dev)[:, None] * S + torch.cat([torch.zeros_like(ia), torch.ones_like(ib),
-                                                                  torch.full_like(ie, 2)])[None]
-    perm = (rows_by_table.view(H, -1) * (H * S) + slot).reshape(-1)  # flat position in w [B, H, S]
-    bag_offsets = torch.cat([torch.zeros(1, device=dev, dtype=torch.long), counts.repeat(H).cumsum(0)[:-1]])
-    return rows, rows_by_table, bag_offsets, perm
+def _source_rows(a: Int[Tensor, "batch"], b: Int[Tensor, "batch"], p: int, n_heads: int) -> Int[Tensor, "batch heads_x3"]:
+    """Row indices of each input's three attention sources in the per-head [2p + 1] tables, head
+    offsets included (rows 0..p-1: token at position 0, p..2p-1: token at position 1, 2p: '=')."""
+    B, R = a.shape[0], 2 * p + 1
+    off = torch.arange(n_heads, device=a.device) * R
+    return torch.stack([off + a[:, None], off + p + b[:, None], (off + 2 * p).expand(B, n_heads)], -1).reshape(B, -1)
 
 
 def last_position_logits(
@@ -314,11 +309,11 @@ def last_position_logits(
     pattern = scores.softmax(dim=-1)  # [B, H, 3]
     to_mlp = torch.einsum("hed,dm->hem", attn.W_O, mlp.W_in)  # [H, E, M]
     to_logits = torch.einsum("hed,dv->hev", attn.W_O, W_U)  # [H, E, V]
-    mixed_in, mixed_logits = _MixedTableRows.apply(v, to_mlp, to_logits, pattern, *_mixing_plan(a, b, p, H))
+    mixed_in, mixed_logits = _MixedTableRows.apply(v, to_mlp, to_logits, pattern, _source_rows(a, b, p, H))
     resid_const = attn.b_O + x2
     post = mlp.act(mixed_in + (resid_const @ mlp.W_in + mlp.b_in))
     logit_const = (resid_const + mlp.b_out) @ W_U + model.unembed.b_U
-    return torch.addmm(mixed_logits + logit_const, post, mlp.W_out @ W_U)
+    return torch.addmm(mixed_logits + logit_const, post, model.W_L)
 
 
 @torch.no_grad()

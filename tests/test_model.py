@@ -2,7 +2,7 @@ import torch
 
 from interp.config import ModelConfig, TrainConfig
 from interp.legacy import to_bridge
-from interp.model import Transformer, _MixedTableRows, _mixing_plan, all_logits, last_position_logits
+from interp.model import Transformer, _MixedTableRows, _source_rows, all_logits, last_position_logits
 from interp.tasks import all_pairs
 
 STANDARD_HOOKS = {"hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre", "blocks.0.attn.hook_q",
@@ -75,9 +75,9 @@ def test_mixed_table_rows_gradcheck():
     N1 = torch.randn(H, E, 4, dtype=torch.double, generator=g, requires_grad=True)
     N2 = torch.randn(H, E, 3, dtype=torch.double, generator=g, requires_grad=True)
     w = torch.rand(B, H, 3, dtype=torch.double, generator=g, requires_grad=True)
-    plan = _mixing_plan(a, b, p, H)
-    assert torch.autograd.gradcheck(lambda V, N1, N2, w: _MixedTableRows.apply(V, N1, N2, w, *plan), (V, N1, N2, w))
-    out1, _ = _MixedTableRows.apply(V, N1, N2, w, *plan)
+    rows = _source_rows(a, b, p, H)
+    assert torch.autograd.gradcheck(lambda V, N1, N2, w: _MixedTableRows.apply(V, N1, N2, w, rows), (V, N1, N2, w))
+    out1, _ = _MixedTableRows.apply(V, N1, N2, w, rows)
     T = torch.bmm(V, N1)
     literal = sum(w[:, h, 0, None] * T[h, a] + w[:, h, 1, None] * T[h, p + b] + w[:, h, 2, None] * T[h, 2 * p]
                   for h in range(H))
