@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from interp.analysis import analyze
+from interp.analysis.run_table import analyze
 from interp.store import Run
 
 

@@ -10,7 +10,7 @@ from typing import Any
 _EXPORTS = {
     "ModelConfig": "interp.config", "TrainConfig": "interp.config", "preset": "interp.config",
     "InterpError": "interp.errors", "Transformer": "interp.model", "all_logits": "interp.model",
-    "last_position_logits": "interp.model", "train": "interp.train", "Run": "interp.store",
+    "last_position_logits": "interp.model", "train": "interp.training", "Run": "interp.store",
 }
 
 __all__ = list(_EXPORTS)

@@ -1,24 +1,24 @@
-"""The ``interp`` command line: ``train``, ``info``, ``import`` here; ``analyze``, ``compare`` and
-``report`` are registered by their own modules. Every user-facing failure is an ``InterpError``
-printed as one line (``interp: error: ...``) with exit status 2; no traceback.
+"""The ``interp`` command line: ``train``, ``info``, ``import``, ``analyze``, ``compare``, ``report``.
+Every user-facing failure is an ``InterpError`` printed as one line (``interp: error: ...``) with
+exit status 2; no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
+import re
 import sys
 import typing
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import InterpError
+from interp.errors import InterpError
 
 # Fields that do not change the trajectory so far (not in the config hash): a resumed run may
 # be trained longer, stop at another point after grokking, or move to another device.
 RESUME_OVERRIDABLE = {"epochs", "stop_after_grok", "device"}
-SUBCOMMAND_MODULES = ("interp.cli_analyze", "interp.cli_compare", "interp.cli_report")
 
 
 class Parser(argparse.ArgumentParser):
@@ -33,7 +33,7 @@ def _flag(name: str) -> str:
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    from .config import TrainConfig
+    from interp.config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
@@ -48,10 +48,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .config import TrainConfig, preset
-    from .train import train
+    from interp.config import TrainConfig, preset
+    from interp.training.loop import train
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
     if args.resume:
@@ -72,8 +70,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def run_summary(path: str) -> dict[str, Any]:
     """What ``interp info`` shows, as a dict."""
-    from .store import Run
-    from .train import first_epoch_reaching
+    from interp.store import Run
+    from interp.training.loop import first_epoch_reaching
 
     run = Run.open(path)
     eps = run.checkpoint_epochs()
@@ -115,15 +113,168 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .legacy import import_run
+    from interp.legacy import import_run
 
     src = Path(args.file)
     out = Path(args.out) if args.out else Path("checkpoints") / (args.name or src.stem)
     run = import_run(src, out, run_name=args.name)
     print(f"imported {src} -> {run.path} (epoch {run.checkpoint_epochs()[-1]})")
     return 0
+
+
+def _fmt_epoch(e) -> str:
+    return "not reached" if e is None else str(e)
+
+
+def _fmt_interval(iv) -> str:
+    return "-" if iv is None else f"{iv[0]} .. {iv[1]}"
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from interp.analysis.run_table import TABLE_FILE, json_safe, analyze
+
+    table, s = analyze(args.run, key_freqs=args.key_freqs, progress=not (args.json or args.no_progress),
+                       recompute=args.recompute)
+    if args.json:
+        print(json.dumps(json_safe(s.to_dict()), indent=2))
+        return 0
+    ph = s.phases
+    f = s.final
+    print(f"run              {s.run}  ({s.task} mod {s.p}; {s.n_checkpoints} checkpoints, epochs "
+          f"{s.first_epoch}..{s.final_epoch}; {s.computed} analysed now)")
+    print(f"key frequencies  {', '.join(map(str, s.key_freqs)) or 'none'}  ({s.key_freqs_source})")
+    if s.key_freqs_source == "user":
+        print(f"                 final checkpoint's own: {', '.join(map(str, s.final_key_freqs)) or 'none'}")
+    agree = set(s.final_embedding_freqs) == set(s.final_key_freqs)
+    print(f"embedding check  {', '.join(map(str, s.final_embedding_freqs)) or 'none'}  "
+          f"({'agrees' if agree else 'differs from the neuron clusters'})")
+    print(f"T_mem            {_fmt_epoch(ph.t_mem)}  (train acc >= 0.99)")
+    print(f"T_grok           {_fmt_epoch(ph.t_grok)}  (test acc >= 0.99)")
+    print(f"memorisation     {_fmt_interval(ph.memorisation)}")
+    print(f"circuit form.    {_fmt_interval(ph.circuit_formation)}")
+    print(f"cleanup          {_fmt_interval(ph.cleanup)}")
+    for n in ph.notes:
+        print(f"note             {n}")
+    print(f"final            train loss {f['train_loss']:.3e}  test loss {f['test_loss']:.3e}  "
+          f"test acc {f['test_acc']:.4f}")
+    print(f"                 restricted loss {f['restricted_loss']:.3e}  excluded loss {f['excluded_loss']:.3e}")
+    if f["excluded_loss_per_freq"]:
+        per = "  ".join(f"k={k}: {v:.3e}" for k, v in f["excluded_loss_per_freq"].items())
+        print(f"                 excluded loss per frequency  {per}")
+    print(f"                 Gini W_E {f['gini_W_E']:.3f}  W_L {f['gini_W_L']:.3f}  neurons FVE>0.85 "
+          f"{f['frac_neurons_fve']:.1%}  sum sq weights {f['sq_total']:.1f}")
+    print(f"table            {s.run}/{TABLE_FILE}")
+    return 0
+
+
+def _register_analyze(subparsers) -> None:
+    p = subparsers.add_parser("analyze", help="progress measures, key frequencies and phases of every checkpoint")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON only")
+    p.add_argument("--key-freqs", metavar="K1,K2,...",
+                   help="frequencies for restricted/excluded loss (default: the final checkpoint's key frequencies)")
+    p.add_argument("--recompute", action="store_true", help="ignore the saved table and analyse every checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_analyze)
+
+
+def _safe(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@-]+", "_", label).replace("@", "_at_")
+
+
+def _render(comp, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(comp.to_dict(), indent=2) + "\n"
+    if fmt == "csv":
+        return comp.to_frame().to_csv(index_label="measure")
+    return comp.format_table() + "\n"
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from interp.analysis.compare import compare_specs
+    from interp.store import atomic_write_bytes
+
+    key_freqs: object = args.key_freqs
+    if key_freqs not in ("auto", "own"):
+        try:
+            key_freqs = [int(x) for x in str(key_freqs).replace(",", " ").split()]
+        except ValueError:
+            raise InterpError(f"--key-freqs takes auto, own or frequencies like 14,35,41; got {args.key_freqs!r}") from None
+        if not key_freqs:
+            raise InterpError("--key-freqs is empty")
+    comp = compare_specs(args.a, args.b, device=args.device, key_freqs=key_freqs, debiased_cka=args.debiased_cka)
+    out = Path(args.output) if args.output else None
+    if out is None:
+        base = Path(comp.b.run_path) if comp.b.run_path else Path(".")
+        la, lb = comp.labels
+        out = base / "compare" / f"{_safe(la)}__{_safe(lb)}.json"
+    fmt = {".json": "json", ".csv": "csv"}.get(out.suffix.lower(), "text")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, _render(comp, fmt).encode())
+    except OSError as e:
+        raise InterpError(f"cannot write {out}: {e.strerror or e}") from None
+    if args.json:
+        print(_render(comp, "json"), end="")
+    else:
+        print(_render(comp, "text"), end="")
+        print(f"saved to {out}")
+    return 0
+
+
+def _register_compare(subparsers) -> None:
+    """Add ``compare`` to the ``interp`` command line."""
+    c = subparsers.add_parser(
+        "compare", help="two checkpoints side by side (memorising vs generalising)",
+        description="Compare checkpoints A and B: losses, accuracies, key frequencies and their strength, Gini, FVE, "
+                    "RQI, weight norms, restricted/excluded loss, and CKA between them. A and B are RUN (final "
+                    "checkpoint), RUN@EPOCH, RUN@final, RUN@T_mem or RUN@T_grok.",
+    )
+    c.add_argument("a", metavar="A", help="checkpoint: RUN, RUN@EPOCH, RUN@final, RUN@T_mem, RUN@T_grok")
+    c.add_argument("b", metavar="B", help="checkpoint, as A")
+    c.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    c.add_argument("-o", "--output", metavar="FILE",
+                   help="save to FILE (.json, .csv or text by extension; default <run of B>/compare/<A>__<B>.json)")
+    c.add_argument("--key-freqs", default="auto", metavar="auto|own|K,K,...",
+                   help="frequencies for restricted/excluded loss and RQI planes (default auto: those of the side "
+                        "with the lower test loss, for both)")
+    c.add_argument("--debiased-cka", action="store_true", help="debiased (unbiased HSIC) CKA instead of the standard one")
+    c.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    c.set_defaults(func=cmd_compare)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from interp.viz.report import file_size, write_comparison_report, write_report
+
+    if len(args.runs) == 1:
+        from interp.analysis.compare import parse_spec
+
+        path, when = parse_spec(args.runs[0])
+        if when is not None:
+            raise InterpError(f"a run report takes a run directory, not a checkpoint ({args.runs[0]!r}); "
+                              "to look at one checkpoint against another use `interp report A B`")
+        out = write_report(path, args.output, progress=not args.no_progress)
+    elif len(args.runs) == 2:
+        out = write_comparison_report(args.runs[0], args.runs[1], args.output)
+    else:
+        raise InterpError(f"report takes one run or two checkpoints, got {len(args.runs)}")
+    print(f"report written to {out} ({file_size(out)})")
+    sys.stdout.flush()
+    return 0
+
+
+def _register_report(subparsers) -> None:
+    """Add ``report`` to the ``interp`` command line."""
+    r = subparsers.add_parser(
+        "report", help="self-contained HTML report of a run, or of two checkpoints side by side",
+        description="Write one HTML file that works offline (plotly.js embedded): for one RUN, a summary (config, "
+                    "T_mem, T_grok, phases, key frequencies), every figure, and T_mem against the final checkpoint; "
+                    "for A B (RUN, RUN@EPOCH, RUN@final, RUN@T_mem, RUN@T_grok), the two side by side.")
+    r.add_argument("runs", nargs="+", metavar="RUN", help="a run directory, or two checkpoints A B")
+    r.add_argument("-o", "--output", metavar="FILE",
+                   help="where to write (default <RUN>/report.html, or <run of B>/compare/<A>__<B>.html)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar while analysing")
+    r.set_defaults(func=cmd_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,14 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--name", help="run name")
     im.set_defaults(func=cmd_import)
 
-    for mod in SUBCOMMAND_MODULES:
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name == mod:
-                continue
-            raise
-        m.register(sub)
+    _register_analyze(sub)
+    _register_compare(sub)
+    _register_report(sub)
     return parser
 
 

@@ -14,14 +14,20 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
-from .errors import InterpError
-from .tasks import validate_task
+from interp.errors import InterpError
+from interp.tasks import validate_task
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of the one-layer transformer (REFERENCE §1). d_vocab = p + 1, d_vocab_out = p."""
+    """Architecture of the one-layer transformer (REFERENCE §1) and the task it computes.
 
+    d_vocab = p + 1, d_vocab_out = p. The task travels with the model so that every analysis reads
+    its Fourier frame from the model (``interp.analysis.fourier.frame(cfg.task, cfg.p)``) instead of
+    being told, and possibly told wrongly.
+    """
+
+    task: str = "add"
     p: int = 113
     d_model: int = 128
     n_heads: int = 4
@@ -42,6 +48,7 @@ class ModelConfig:
     def validate(self) -> None:
         if not isinstance(self.p, int) or self.p < 2:
             raise InterpError(f"p must be an integer >= 2, got {self.p!r}")
+        validate_task(self.task, self.p)
         for name in ("d_model", "n_heads", "d_head", "d_mlp"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -112,7 +119,7 @@ class TrainConfig:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
-            p=self.p, d_model=self.d_model, n_heads=self.n_heads, d_head=self.d_head,
+            task=self.task, p=self.p, d_model=self.d_model, n_heads=self.n_heads, d_head=self.d_head,
             d_mlp=self.d_mlp, act_fn=self.act_fn, train_biases=self.train_biases,
         )
 
@@ -121,7 +128,6 @@ class TrainConfig:
         return self.init_std if self.init_std is not None else 0.8 / math.sqrt(self.d_model)
 
     def validate(self) -> "TrainConfig":
-        validate_task(self.task, self.p)
         self.model_config().validate()
         if not (0.0 < self.frac_train < 1.0):
             raise InterpError(f"frac_train must lie strictly between 0 and 1, got {self.frac_train}")

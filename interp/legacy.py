@@ -20,11 +20,11 @@ from typing import Any, Optional
 
 import torch
 
-from .config import ModelConfig, TrainConfig
-from .errors import InterpError
-from .model import Transformer
-from .store import METRICS_FILE, BASE_METRICS, CKPT_DIR, MetricsWriter, Run, save_checkpoint, write_config, write_split
-from .tasks import Split
+from interp.config import ModelConfig, TrainConfig
+from interp.errors import InterpError
+from interp.model import Transformer
+from interp.store import METRICS_FILE, BASE_METRICS, CKPT_DIR, MetricsWriter, Run, save_checkpoint, write_config, write_split
+from interp.tasks import Split
 
 
 @dataclass
@@ -150,8 +150,8 @@ def match_paper_split(imp: Imported, max_seed: int = 100, rel_tol: float = 0.1) 
     """
     if not imp.train_losses:
         return paper_split(imp.model.cfg.p), None
-    from .model import all_logits
-    from .tasks import labels
+    from interp.model import all_logits
+    from interp.tasks import labels
 
     p = imp.model.cfg.p
     y = labels("add", p)
@@ -185,7 +185,7 @@ def import_run(path: str | Path, out: str | Path, run_name: Optional[str] = None
         split, seed = match_paper_split(imp)
         source = (f"paper code split, seed {seed} (its train loss matches the file's last recorded train loss)"
                   if seed is not None else "paper code split, seed 0 (default; no recorded loss to check against)")
-    from .tasks import make_split
+    from interp.tasks import make_split
 
     write_split(out, split or make_split(mc.p, cfg.frac_train, cfg.data_seed))
     write_config(out, cfg, extra={"imported_from": str(path), "import_format": imp.format, "split_source": source})

@@ -33,9 +33,9 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .config import ModelConfig, TrainConfig
-from .errors import InterpError
-from .tasks import Split
+from interp.config import ModelConfig, TrainConfig
+from interp.errors import InterpError
+from interp.tasks import Split
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -176,7 +176,7 @@ class Run:
 
     def load_model(self, epoch: int | None = None, device: str = "cpu"):
         """The model at ``epoch`` (default: the last checkpoint), in eval mode."""
-        from .model import Transformer
+        from interp.model import Transformer
 
         if epoch is None:
             eps = self.checkpoint_epochs()

@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from .errors import InterpError
+from interp.errors import InterpError
 
 TASKS = ("add", "sub", "mul", "div")
 # Multiplication and division need a field (non-zero elements form a group); addition and

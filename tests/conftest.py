@@ -30,7 +30,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
 def quick_run(tmp_path_factory):
     """The `quick` preset trained once per session (p=31, groks in ~200 epochs)."""
     from interp.config import preset
-    from interp.train import train
+    from interp.training.loop import train
 
     out = tmp_path_factory.mktemp("runs") / "quick"
     return train(preset("quick"), out, progress=False)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_config
-from interp import measures as ms
-from interp.analysis import META_FILE, TABLE_FILE, analyze, load_analysis
+from interp.analysis import measures as ms
+from interp.analysis.run_table import META_FILE, TABLE_FILE, analyze, load_analysis
 from interp.cli import main as cli_main
 from interp.errors import InterpError
 from interp.model import Transformer
@@ -75,7 +75,7 @@ def test_incremental_and_recomputed_on_change(run_copy, monkeypatch):
 
 
 def test_multiplication_run_is_analysed_in_discrete_log_coordinates(tmp_path):
-    from interp.train import train
+    from interp.training.loop import train
 
     run = train(tiny_config(task="mul", p=13, epochs=40), tmp_path / "mul", progress=False)
     table, s = analyze(run, progress=False)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from interp import cka as C
+from interp.analysis import cka as C
 from interp.config import TrainConfig
 from interp.errors import InterpError
 from interp.model import Transformer

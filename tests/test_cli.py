@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import run_cli, tiny_config
-from interp.train import train
+from interp.training.loop import train
 
 
 @pytest.mark.parametrize("args,needle", [

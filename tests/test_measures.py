@@ -10,12 +10,12 @@ import math
 import pytest
 import torch
 
-from interp import measures as ms
+from interp.analysis import measures as ms
 from interp.config import ModelConfig
 from interp.errors import InterpError
-from interp.fourier import fft2d, frame, frequency_rows, trig_directions
+from interp.analysis.fourier import fft2d, frame, frequency_rows, trig_directions
 from interp.model import Transformer, all_logits
-from interp.synthetic import fourier_logits, fourier_neurons, fourier_transformer
+from helpers import fourier_logits, fourier_neurons, fourier_transformer
 from interp.tasks import all_pairs, labels, make_split
 
 torch.set_num_threads(1)

@@ -2,7 +2,8 @@ import torch
 
 from interp.config import ModelConfig, TrainConfig
 from interp.legacy import to_bridge
-from interp.model import Transformer, _MixedTableRows, _source_rows, all_logits, last_position_logits
+from interp.model import Transformer, all_logits, last_position_logits
+from interp.model.fast import EqTables, _MixedTableRows, eq_logits, eq_pattern, stack_params
 from interp.tasks import all_pairs
 
 STANDARD_HOOKS = {"hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre", "blocks.0.attn.hook_q",
@@ -68,20 +69,52 @@ def test_fast_path_gradients_equal_hooked_model_gradients():
 
 
 def test_mixed_table_rows_gradcheck():
-    p, H, E, B = 5, 2, 3, 17
+    """The hand-written backward, with a run axis: gradcheck, and the forward against its literal definition."""
+    R, p, H, E, B = 2, 5, 2, 3, 17
+    T = 2 * p + 1
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randint(0, p, (B,), generator=g), torch.randint(1, p, (B,), generator=g)  # b >= 1: one table row gets no entries
-    V = torch.randn(H, 2 * p + 1, E, dtype=torch.double, generator=g, requires_grad=True)
-    N1 = torch.randn(H, E, 4, dtype=torch.double, generator=g, requires_grad=True)
-    N2 = torch.randn(H, E, 3, dtype=torch.double, generator=g, requires_grad=True)
-    w = torch.rand(B, H, 3, dtype=torch.double, generator=g, requires_grad=True)
-    rows = _source_rows(a, b, p, H)
+    a, b = torch.randint(0, p, (R, B), generator=g), torch.randint(1, p, (R, B), generator=g)  # b >= 1: unused rows
+    V = torch.randn(R, H, T, E, dtype=torch.double, generator=g, requires_grad=True)
+    N1 = torch.randn(R, H, E, 4, dtype=torch.double, generator=g, requires_grad=True)
+    N2 = torch.randn(R, H, E, 3, dtype=torch.double, generator=g, requires_grad=True)
+    w = torch.rand(R, B, H, 3, dtype=torch.double, generator=g, requires_grad=True)
+    cfg = ModelConfig(p=p, d_model=4, n_heads=H, d_head=E, d_mlp=4)
+    tables = EqTables(torch.zeros(R, T, H, dtype=torch.double), V, torch.zeros(R, 4, dtype=torch.double))
+    _, rows = eq_pattern(tables, cfg, a, b)
     assert torch.autograd.gradcheck(lambda V, N1, N2, w: _MixedTableRows.apply(V, N1, N2, w, rows), (V, N1, N2, w))
     out1, _ = _MixedTableRows.apply(V, N1, N2, w, rows)
-    T = torch.bmm(V, N1)
-    literal = sum(w[:, h, 0, None] * T[h, a] + w[:, h, 1, None] * T[h, p + b] + w[:, h, 2, None] * T[h, 2 * p]
-                  for h in range(H))
-    assert (out1 - literal).abs().max() < 1e-12
+    for r in range(R):
+        Tr = torch.bmm(V[r], N1[r])
+        literal = sum(w[r, :, h, 0, None] * Tr[h, a[r]] + w[r, :, h, 1, None] * Tr[h, p + b[r]]
+                      + w[r, :, h, 2, None] * Tr[h, 2 * p] for h in range(H))
+        assert (out1[r] - literal).abs().max() < 1e-12
+
+
+def test_run_axis_slices_equal_single_models_and_hooked_reference():
+    """R = 3 stacked random models: each slice's logits equal its own model's fast path (exactly)
+    and the hooked forward (< 1e-5) on all p^2 inputs; parameter gradients equal the single model's."""
+    p = 13
+    cfg = ModelConfig(p=p, d_model=16, n_heads=2, d_head=8, d_mlp=24, train_biases=True)
+    models = [Transformer(cfg).init_weights(0.3, seed) for seed in range(3)]
+    with torch.no_grad():
+        for m in models:
+            for n, prm in m.named_parameters():
+                if ".b_" in n:
+                    prm.normal_(0, 0.1)
+    toks = all_pairs(p)
+    a, b = toks[:, 0], toks[:, 1]
+    P = {n: t.detach().clone().requires_grad_(True) for n, t in stack_params(models).items()}
+    stacked = eq_logits(P, cfg, a.expand(3, -1), b.expand(3, -1))
+    y = (a + b) % p
+    torch.nn.functional.cross_entropy(stacked.reshape(-1, p), y.repeat(3), reduction="sum").backward()
+    for r, m in enumerate(models):
+        single = last_position_logits(m, a, b)
+        assert torch.equal(stacked[r], single)
+        assert (stacked[r] - m(toks)[:, -1]).abs().max() < 1e-5
+        m.zero_grad()
+        torch.nn.functional.cross_entropy(single, y, reduction="sum").backward()
+        for n, prm in m.named_parameters():
+            assert torch.allclose(P[n].grad[r], prm.grad, rtol=1e-5, atol=1e-6), n
 
 
 def test_hooks_and_weight_layout():

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from interp.phases import PHASE_RULE, find_phases, first_epoch_reaching
+from interp.analysis.phases import PHASE_RULE, find_phases, first_epoch_reaching
 
 
 def grokking_table(grok=True, mem=True):

@@ -1,4 +1,4 @@
-"""Figures of interp.plots: each returns a plotly Figure holding the data it claims to show."""
+"""Figures of interp.viz.plots: each returns a plotly Figure holding the data it claims to show."""
 
 import numpy as np
 import pandas as pd
@@ -6,13 +6,13 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from interp import plots
+from interp.viz import plots
 from interp.errors import InterpError
 
 
 @pytest.fixture(scope="module")
 def analysed(quick_run):
-    from interp.analysis import analyze
+    from interp.analysis.run_table import analyze
 
     table, summary = analyze(quick_run, progress=False)
     eps = quick_run.checkpoint_epochs()
@@ -99,8 +99,8 @@ def test_slider_figures(analysed):
 
 
 def test_cka_and_comparison_figures(analysed):
-    from interp.cka import checkpoint_cka_matrix
-    from interp.compare import compare, resolve_checkpoint
+    from interp.analysis.cka import checkpoint_cka_matrix
+    from interp.analysis.compare import compare, resolve_checkpoint
 
     run = analysed["run"]
     m = checkpoint_cka_matrix(run, "resid", max_checkpoints=5)

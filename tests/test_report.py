@@ -150,7 +150,7 @@ def assert_clean(verdict: dict, n_figures: int) -> None:
 
 @pytest.fixture(scope="module")
 def report(quick_run, tmp_path_factory):
-    from interp.report import write_report
+    from interp.viz.report import write_report
 
     out = tmp_path_factory.mktemp("report") / "report.html"
     return write_report(quick_run, out)
@@ -191,7 +191,7 @@ def test_report_is_self_contained(report):
 
 
 def test_user_strings_are_escaped(evil_run, tmp_path):
-    from interp.report import write_comparison_report, write_report
+    from interp.viz.report import write_comparison_report, write_report
 
     out = write_report(evil_run, tmp_path / "evil.html")
     text = out.read_text(encoding="utf-8")

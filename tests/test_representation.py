@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from interp import representation as R
+from interp.analysis import representation as R
 from interp.config import ModelConfig
 from interp.errors import InterpError
 from interp.model import Transformer
-from interp.synthetic import fourier_transformer
+from helpers import fourier_transformer
 from interp.tasks import all_pairs
 
 P = 31

@@ -7,7 +7,7 @@ import time
 import torch
 
 from interp.store import Run, load_tensors
-from interp.train import train
+from interp.training.loop import train
 
 from conftest import REPO, tiny_config
 

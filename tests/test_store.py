@@ -7,7 +7,7 @@ import torch
 
 from interp.errors import InterpError
 from interp.store import RunLock, Run, load_tensors, save_tensors
-from interp.train import train
+from interp.training.loop import train
 
 from conftest import tiny_config
 

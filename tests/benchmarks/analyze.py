@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from interp.analysis import analyze
+    from interp.analysis.run_table import analyze
     from interp.store import Run
 
     tmp = None

@@ -2,7 +2,7 @@
 
 Both run the canonical configuration (p = 113, 3830 training pairs, d_model 128, d_mlp 512),
 full batch, AdamW (lr 1e-3, wd 1.0, betas (0.9, 0.98)), float64 log-softmax loss, in one
-process on the same data. The project step is `interp.train`'s: `last_position_logits`
+process on the same data. The project step is `interp.training.loop`'s: `last_position_logits`
 forward, backward, AdamW step. The bridge step runs `TransformerBridge.boot_native(cfg)` on
 the full [a, b, =] sequences and reads the last position.
 
@@ -22,7 +22,7 @@ from interp.config import TrainConfig
 from interp.legacy import to_bridge
 from interp.model import last_position_logits
 from interp.tasks import make_split, labels
-from interp.train import build_model, build_optimizer, loss_and_accuracy, retain_freed_memory
+from interp.training.loop import build_model, build_optimizer, loss_and_accuracy, retain_freed_memory
 
 
 def time_block(step, n: int, device: str) -> float:
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     cfg = TrainConfig(device=args.device)
-    retain_freed_memory()  # as `interp.train.train` does; applies to both loops
+    retain_freed_memory()  # as `interp.training.train` does; applies to both loops
     dev = args.device
     split = make_split(cfg.p, cfg.frac_train, cfg.data_seed)
     y_all = labels(cfg.task, cfg.p)

@@ -2,10 +2,10 @@
 
 ``compare(a, b)`` takes two models (or ``Checkpoint``s resolved from ``RUN@EPOCH`` specs) and
 returns a ``Comparison``: for each side the progress measures of REFERENCE §3
-(``interp.measures.progress_measures``), the key frequencies and their strength, the neuron FVE,
-the RQI of the embedding (REFERENCE §6, ``interp.representation``), weight norms, and, between
+(``interp.analysis.measures.progress_measures``), the key frequencies and their strength, the neuron FVE,
+the RQI of the embedding (REFERENCE §6, ``interp.analysis.representation``), weight norms, and, between
 the two sides, the linear CKA of the final residual stream and of the MLP activations
-(``interp.cka``). ``Comparison.to_frame()`` is the side-by-side table; ``format_table()`` the text
+(``interp.analysis.cka``). ``Comparison.to_frame()`` is the side-by-side table; ``format_table()`` the text
 that ``interp compare`` prints.
 
 Which frequencies restricted / excluded loss and the RQI planes use (``key_freqs``):
@@ -33,12 +33,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from . import measures as ms
-from .analysis import json_safe
-from .cka import linear_cka
-from .errors import InterpError
-from .representation import RQI_TOL, RQIResult, embedding_rqi, embedding_spectrum, final_position_activations
-from .tasks import Split
+from interp.analysis import measures as ms
+from interp.analysis.run_table import json_safe
+from interp.analysis.cka import linear_cka
+from interp.errors import InterpError
+from interp.analysis.representation import RQI_TOL, RQIResult, embedding_rqi, embedding_spectrum, final_position_activations
+from interp.tasks import Split
 
 __all__ = ["Checkpoint", "parse_spec", "resolve_checkpoint", "Side", "Comparison", "compare", "compare_specs",
            "SHAPE_FIELDS"]
@@ -86,7 +86,7 @@ def parse_spec(spec: str) -> tuple[str, Optional[str]]:
 def _threshold_epoch(run, column: str) -> Optional[int]:
     """First epoch whose ``column`` (train_acc / test_acc) is >= 0.99: per-epoch metrics when they
     hold the column, else the accuracies of the saved checkpoints."""
-    from .phases import ACC_THRESHOLD, first_epoch_reaching
+    from interp.analysis.phases import ACC_THRESHOLD, first_epoch_reaching
 
     try:
         df = run.metrics()
@@ -95,9 +95,9 @@ def _threshold_epoch(run, column: str) -> Optional[int]:
     if df is not None and column in df.columns and df[column].notna().any():
         return first_epoch_reaching(df["epoch"], df[column].fillna(-1.0), ACC_THRESHOLD)
     # e.g. an imported legacy run without accuracies: measure the checkpoints themselves
-    from .model import Transformer, all_logits
-    from .store import load_model_state
-    from .tasks import labels
+    from interp.model import Transformer, all_logits
+    from interp.store import load_model_state
+    from interp.tasks import labels
 
     split = run.split
     idx = split.train if column == "train_acc" else split.test
@@ -115,7 +115,7 @@ def resolve_checkpoint(spec: str, device: str = "cpu") -> Checkpoint:
 
     A missing epoch lists the nearest available ones.
     """
-    from .store import Run
+    from interp.store import Run
 
     path, when = parse_spec(spec)
     run = Run.open(path)

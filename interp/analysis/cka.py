@@ -39,8 +39,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .errors import InterpError
-from .representation import final_position_activations
+from interp.errors import InterpError
+from interp.analysis.representation import final_position_activations
 
 LAYERS = ("resid", "mlp")
 # Default memory for holding activations of a block of checkpoints at once.
@@ -272,8 +272,8 @@ def cka_cross(
 
 
 def _run_loader(run, epochs: list[int], layer: str) -> Callable[[int], Tensor]:
-    from .model import Transformer
-    from .store import load_model_state
+    from interp.model import Transformer
+    from interp.store import load_model_state
 
     model = Transformer(run.model_config)
 
@@ -307,7 +307,7 @@ def _run_epochs(run, epochs: Optional[Sequence[int]], max_checkpoints: Optional[
 
 
 def _open(run_or_path):
-    from .store import Run
+    from interp.store import Run
 
     return run_or_path if isinstance(run_or_path, Run) else Run.open(run_or_path)
 

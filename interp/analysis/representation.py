@@ -2,8 +2,8 @@
 
 Every function takes a model in memory (``interp.model.Transformer``) or tensors and returns
 tensors or small dataclasses; nothing here reads or writes files. Fourier work uses the task's
-group coordinates (``interp.fourier.frame``: for add and sub the token order itself, for mul and
-div the discrete-log order, n = p - 1) and the one basis ``interp.fourier.fourier_basis``.
+group coordinates (``interp.analysis.fourier.frame``: for add and sub the token order itself, for mul and
+div the discrete-log order, n = p - 1) and the one basis ``interp.analysis.fourier.fourier_basis``.
 
 * ``embedding_spectrum``: W_E in the Fourier basis and its per-frequency norms (REFERENCE §2).
 * ``embedding_circles``: every token's embedding projected onto the plane spanned by the cos k and
@@ -11,14 +11,14 @@ div the discrete-log order, n = p - 1) and the one basis ``interp.fourier.fourie
 * ``embedding_svd``: SVD of the (centred) token embeddings, with the Fourier content of each
   singular vector.
 * ``neuron_clusters``: MLP neurons grouped by frequency with their FVE (REFERENCE §2; computed by
-  ``interp.measures``, the single definition).
+  ``interp.analysis.measures``, the single definition).
 * ``neuron_activation_maps``: activations of chosen neurons over all (a, b) and their 2D spectra.
 * ``attention_from_eq``: attention paid by the '=' position to a, b and itself, per head, per input.
 * ``neuron_logit_spectrum``: W_L = W_out @ W_U in the Fourier basis (REFERENCE §2).
 * ``rqi_linear`` / ``rqi_circle`` / ``embedding_rqi``: the Representation Quality Index of
   Liu et al. 2022 (REFERENCE §6), see the RQI section below for how it is read on circles.
 * ``final_position_activations``: residual stream and MLP activations at '=' on all p^2 inputs
-  (what ``interp.cka`` compares).
+  (what ``interp.analysis.cka`` compares).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from jaxtyping import Complex, Float, Int
 from torch import Tensor
 
-from . import measures as ms
-from .errors import InterpError
-from .fourier import basis_labels, fft1d, fft2d, frame, frequency_norms, frequency_rows
+from interp.analysis import measures as ms
+from interp.errors import InterpError
+from interp.analysis.fourier import basis_labels, fft1d, fft2d, frame, frequency_norms, frequency_rows
 
 __all__ = [
     "EmbeddingSpectrum", "embedding_spectrum", "Circle", "embedding_circles", "EmbeddingSVD", "embedding_svd",
@@ -220,7 +220,7 @@ def embedding_svd(model, task: str = "add", centre: bool = True) -> EmbeddingSVD
 
 @dataclass
 class NeuronClusterSummary:
-    """MLP neurons grouped by frequency (REFERENCE §2; values from ``interp.measures``).
+    """MLP neurons grouped by frequency (REFERENCE §2; values from ``interp.analysis.measures``).
 
     ``frequency[i]``: neuron i's best frequency (0: constant / dead); ``fve[i]``: the fraction of its
     centred variance that frequency explains; ``fve_by_freq[k, i]``: the same for every k.

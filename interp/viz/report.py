@@ -1,18 +1,18 @@
 """One self-contained HTML report of a run (or of two checkpoints), readable offline.
 
-``write_report(run, out_path)`` analyses the run (``interp.analysis.analyze``, incremental: the
+``write_report(run, out_path)`` analyses the run (``interp.analysis.run_table.analyze``, incremental: the
 saved table is reused), loads the checkpoints the figures need, and writes one HTML file with
 
 * a summary: the config, T_mem and T_grok, the phases and the rule behind them, the key
   frequencies (with the rule and the embedding cross-check), the final measures;
-* every figure of ``interp.plots``: losses and accuracies, progress measures with the phases
+* every figure of ``interp.viz.plots``: losses and accuracies, progress measures with the phases
   shaded, weight norms, W_E and W_L Fourier norms over training, the single-checkpoint views of
   the final model (embedding norms, neuron clusters, circles, activation maps and spectra,
   attention, W_L), the same three views with a slider over epochs, the CKA matrix;
-* the comparison of the T_mem checkpoint with the final one (``interp.compare``).
+* the comparison of the T_mem checkpoint with the final one (``interp.analysis.compare``).
 
 ``write_comparison_report(a, b, out_path)`` does the same for two checkpoints (``RUN`` or
-``RUN@EPOCH`` specs, see ``interp.compare.resolve_checkpoint``).
+``RUN@EPOCH`` specs, see ``interp.analysis.compare.resolve_checkpoint``).
 
 Offline and safe by construction:
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .errors import InterpError
+from interp.errors import InterpError
 
 __all__ = ["write_report", "write_comparison_report", "render_html", "Section", "FigureItem", "CKA_CHECKPOINTS"]
 
@@ -211,7 +211,7 @@ function drawFigure(id, fig) {{
 
 
 def _write(out_path: Path, text: str) -> Path:
-    from .store import atomic_write_bytes
+    from interp.store import atomic_write_bytes
 
     out_path = Path(out_path)
     try:
@@ -236,7 +236,7 @@ def _figure(title: str, caption: str, build: Callable[[], Any], errors: list[str
 
 
 def _open(run_or_path):
-    from .store import Run
+    from interp.store import Run
 
     return run_or_path if isinstance(run_or_path, Run) else Run.open(run_or_path)
 
@@ -287,7 +287,7 @@ def _interval(iv) -> str:
 def _comparison_html(comp) -> str:
     la, lb = comp.labels
     notes = [f"{lab}: {s.note}" for lab, s in ((la, comp.a), (lb, comp.b)) if s.note]
-    from . import plots
+    from interp.viz import plots
 
     rows = [(m, plots._fmt_value(a), plots._fmt_value(b)) for m, a, b in comp.rows]
     return ("".join(f'<p class="small">{esc(n)}</p>' for n in notes)
@@ -296,8 +296,8 @@ def _comparison_html(comp) -> str:
 
 
 def _load_models(run, epochs: Sequence[int]) -> dict[int, Any]:
-    from .model import Transformer
-    from .store import load_model_state
+    from interp.model import Transformer
+    from interp.store import load_model_state
 
     out = {}
     for e in epochs:
@@ -311,10 +311,10 @@ def build_run_sections(run, progress: bool = False, cka_checkpoints: int = CKA_C
                        max_frames: Optional[int] = None) -> tuple[list[Section], list[str]]:
     """Every section of a run's report (the figures built, nothing written). Returns (sections, notes
     about figures that could not be drawn)."""
-    from . import plots
-    from .analysis import analyze
-    from .cka import checkpoint_cka_matrix
-    from .compare import compare, resolve_checkpoint
+    from interp.viz import plots
+    from interp.analysis.run_table import analyze
+    from interp.analysis.cka import checkpoint_cka_matrix
+    from interp.analysis.compare import compare, resolve_checkpoint
 
     run = _open(run)
     cfg = run.config
@@ -452,16 +452,16 @@ def write_report(run, out_path=None, progress: bool = False, cka_checkpoints: in
 
 
 def _checkpoint(spec):
-    from .compare import Checkpoint, resolve_checkpoint
+    from interp.analysis.compare import Checkpoint, resolve_checkpoint
 
     return spec if isinstance(spec, Checkpoint) else resolve_checkpoint(str(spec))
 
 
 def build_comparison_sections(a, b, cka_checkpoints: int = 12) -> tuple[list[Section], list[str], Any]:
     """Sections of a comparison report of checkpoints ``a`` and ``b`` (specs or ``compare.Checkpoint``)."""
-    from . import plots
-    from .compare import compare, parse_spec
-    from .store import Run
+    from interp.viz import plots
+    from interp.analysis.compare import compare, parse_spec
+    from interp.store import Run
 
     ca, cb = _checkpoint(a), _checkpoint(b)
     comp = compare(ca, cb)
@@ -496,7 +496,7 @@ def build_comparison_sections(a, b, cka_checkpoints: int = 12) -> tuple[list[Sec
                                      "test loss (log) and accuracy (REFERENCE §1).",
                                      lambda m=m, r=r: plots.loss_curves(m, None, r.name), errors))
         if len(runs) == 2:
-            from .cka import run_cka
+            from interp.analysis.cka import run_cka
 
             def cross():
                 m = run_cka(runs[0][1], runs[1][1], "resid", max_checkpoints=cka_checkpoints)

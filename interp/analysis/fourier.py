@@ -28,8 +28,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .errors import InterpError
-from .tasks import TASKS, is_prime
+from interp.errors import InterpError
+from interp.tasks import TASKS, is_prime
 
 
 def n_frequencies(n: int) -> int:

@@ -2,7 +2,7 @@
 
 Nothing here reads or writes files: figures are built from tables and models already in memory
 (``store.Run.metrics()``, ``analysis.analyze(run)``, ``store.Run.load_model(epoch)``), so a notebook
-can show any of them and ``interp.report`` can put them all in one HTML page.
+can show any of them and ``interp.viz.report`` can put them all in one HTML page.
 
 Over training (one point per logged epoch or per checkpoint):
 
@@ -39,7 +39,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .errors import InterpError
+from interp.errors import InterpError
 
 __all__ = [
     "MAX_LINE_POINTS", "MAX_SLIDER_FRAMES", "thin_indices", "phase_spans",
@@ -141,7 +141,7 @@ def pick_epochs(epochs: Sequence[int], max_count: int = MAX_SLIDER_FRAMES, inclu
 def phase_spans(phases: Any) -> tuple[list[tuple[str, float, float]], dict[str, Optional[int]]]:
     """([(phase name, start, end)], {"T_mem": .., "T_grok": ..}) from whatever describes the phases.
 
-    Accepts an ``interp.phases.Phases``, an ``interp.analysis.AnalysisSummary`` (its ``.phases``),
+    Accepts an ``interp.analysis.phases.Phases``, an ``interp.analysis.AnalysisSummary`` (its ``.phases``),
     their ``to_dict()`` forms, or None (no phases).
     """
     if phases is None:
@@ -437,7 +437,7 @@ def cka_matrix(matrix, epochs: Optional[Sequence[int]] = None, title: str = "Lin
 
 
 def _rep():
-    from . import representation
+    from interp.analysis import representation
 
     return representation
 
@@ -478,7 +478,7 @@ def _cluster_counts(clusters, threshold: Optional[float] = None) -> tuple[np.nda
 
 
 def _key_threshold() -> float:
-    from .measures import KEY_FVE_THRESHOLD
+    from interp.analysis.measures import KEY_FVE_THRESHOLD
 
     return KEY_FVE_THRESHOLD
 

@@ -17,8 +17,8 @@ Measures, in the papers' words:
 * ``cos_coefficients``: the amplitude of each cos(w_k(a+b-c)) term in the logits.
 * train / test loss and accuracy.
 
-All Fourier work happens in the task's group coordinates (``interp.fourier.frame``), so add,
-sub, mul and div are analysed alike; the basis is ``interp.fourier.fourier_basis``, nothing else.
+All Fourier work happens in the task's group coordinates (``interp.analysis.fourier.frame``), so add,
+sub, mul and div are analysed alike; the basis is ``interp.analysis.fourier.fourier_basis``, nothing else.
 
 Speed and precision (``progress_measures`` is called on every checkpoint of a run):
 
@@ -53,9 +53,9 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .errors import InterpError
-from .fourier import Frame, fft1d, fourier_basis, frame, frequency_norms, frequency_of_row, frequency_rows
-from .tasks import Split, labels
+from interp.errors import InterpError
+from interp.analysis.fourier import Frame, fft1d, fourier_basis, frame, frequency_norms, frequency_of_row, frequency_rows
+from interp.tasks import Split, labels
 
 # A neuron is "clearly assigned" to its frequency when that frequency explains more than 85% of
 # its variance (Nanda et al. 2023; REFERENCE §1-2). The progress measure frac_neurons_fve counts them.

@@ -1,6 +1,6 @@
 """Analyse every checkpoint of a run: progress measures, key frequencies and phases.
 
-``analyze(run)`` computes ``interp.measures.progress_measures`` at every checkpoint and saves one
+``analyze(run)`` computes ``interp.analysis.measures.progress_measures`` at every checkpoint and saves one
 table in the run directory:
 
     analysis.csv    one row per checkpoint (columns: see ``TABLE_COLUMNS_DOC``)
@@ -25,10 +25,10 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import measures as ms
-from .errors import InterpError
-from .fourier import frame
-from .phases import Phases, find_phases
+from interp.analysis import measures as ms
+from interp.errors import InterpError
+from interp.analysis.fourier import frame
+from interp.analysis.phases import Phases, find_phases
 
 TABLE_FILE = "analysis.csv"
 META_FILE = "analysis.json"
@@ -90,7 +90,7 @@ class AnalysisSummary:
 
 
 def _open(run_or_path):
-    from .store import Run
+    from interp.store import Run
 
     return run_or_path if isinstance(run_or_path, Run) else Run.open(run_or_path)
 
@@ -133,7 +133,7 @@ def _read_saved(path: Path) -> tuple[Optional[pd.DataFrame], dict]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    from .store import atomic_write_bytes
+    from interp.store import atomic_write_bytes
 
     atomic_write_bytes(path, data)
 
@@ -152,8 +152,8 @@ def analyze(
     row per checkpoint, sorted by epoch) and an ``AnalysisSummary``; saves both in the run
     directory (``analysis.csv``, ``analysis.json``) unless ``save`` is False.
     """
-    from .model import Transformer
-    from .store import load_model_state
+    from interp.model import Transformer
+    from interp.store import load_model_state
 
     run = _open(run_or_path)
     cfg = run.config

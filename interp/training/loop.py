@@ -27,11 +27,11 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from . import phases
-from .config import TrainConfig
-from .errors import InterpError
-from .model import Transformer, last_position_logits
-from .store import (
+from interp.analysis import phases
+from interp.config import TrainConfig
+from interp.errors import InterpError
+from interp.model import Transformer, last_position_logits
+from interp.store import (
     BASE_METRICS,
     CKPT_DIR,
     CONFIG_FILE,
@@ -48,9 +48,9 @@ from .store import (
     write_config,
     write_split,
 )
-from .tasks import labels, make_split
+from interp.tasks import labels, make_split
 
-GROK_ACC = phases.ACC_THRESHOLD  # T_grok's threshold, defined once in interp.phases
+GROK_ACC = phases.ACC_THRESHOLD  # T_grok's threshold, defined once in interp.analysis.phases
 
 
 @dataclass

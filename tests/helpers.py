@@ -25,9 +25,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .config import ModelConfig
-from .errors import InterpError
-from .model import Transformer
+from interp.config import ModelConfig
+from interp.errors import InterpError
+from interp.model import Transformer
 
 
 def fourier_logits(n: int, freqs: Sequence[int], amplitude: float | Sequence[float] = 10.0) -> Float[Tensor, "n n n"]:

@@ -1,0 +1,237 @@
+"""The one fast path at the '=' position, for R >= 1 models at once.
+
+Training, evaluation and every analysis compute the model's output at the last position through
+this module; ``Transformer.forward`` (``interp.model.transformer``) is the readable reference it is
+tested against (logits on all p^2 inputs, parameter gradients).
+
+Parameters come stacked along a leading run axis, ``{TransformerLens name: [R, ...]}``
+(``run_params`` gives the R = 1 view of one model; ``stack_params`` stacks several), so one call
+serves a single model and an ensemble alike. Inputs ``a``, ``b`` are ``[R, batch]``: each member
+may see its own pairs.
+
+How it is fast: position 2 always holds '=', so the query is the same for every input, and the
+keys and values at positions 0 and 1 depend on one token each. Attention scores and values
+therefore come from per-token tables of 2p + 1 source rows (rows 0..p-1: token a at position 0,
+p..2p-1: token b at position 1, 2p: '='). The attention output reaches the rest of the network
+only through ``W_O W_in`` (MLP input) and ``W_O W_U`` (direct path to the logits), so each head's
+value table is pushed through both once per call, and each input gathers the pattern-weighted
+sum of its three rows per head (``_MixedTableRows``). The MLP reaches the logits through
+``W_L = W_out W_U`` (REFERENCE §2). The only products over the batch are ``post @ W_L`` and,
+in the backward, ``g @ (W_O W_in)^T``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.config import ModelConfig
+
+Params = dict[str, Tensor]  # TransformerLens parameter name -> [R, ...]
+
+
+def run_params(model) -> Params:
+    """The parameters of one model as an R = 1 stack (views: gradients reach the model)."""
+    return {name: prm.unsqueeze(0) for name, prm in model.named_parameters()}
+
+
+def stack_params(models: Sequence) -> Params:
+    """Stack the parameters of models of one shape along a new leading run axis (a copy)."""
+    named = [dict(m.named_parameters()) for m in models]
+    return {name: torch.stack([n[name] for n in named]) for name in named[0]}
+
+
+def activation(name: str):
+    """The MLP non-linearity named in ``ModelConfig.act_fn``."""
+    return F.relu if name == "relu" else F.gelu
+
+
+class _MixedTableRows(torch.autograd.Function):
+    """``out_k[r, i] = sum_{h,s} w[r,i,h,s] * (V[r, h, t(r,i,h,s)] @ N_k[r, h])`` for k = 1, 2, hand-differentiated.
+
+    V: [R, H, T, E] per-run, per-head tables; N_1: [R, H, E, n1] and N_2: [R, H, E, n2] per-head
+    maps; w: [R, B, H, S] mixing weights; rows: [R, B, H*S] flat indices into the R*H*T table rows
+    (run and head offsets included). Forward: one small [T, n] table product per run and head,
+    then a weighted gather-and-sum over the batch (``embedding_bag``). The backward avoids both of
+    autograd's slow paths for ``embedding_bag``: the table gradient is a second ``embedding_bag``
+    grouped by table row (grouped in the backward only, so forward-only evaluation skips it), and
+    the weight gradient is taken in the small d_head space,
+    ``dL/dw[r,i,h,s] = (sum_k g_k[r,i] N_k[r,h]^T) . V[r, h, t]``, so the only batch-sized products
+    are ``g_k @ N_k^T`` (B x n_k x H E per run). Two outputs rather than one concatenated one:
+    slicing a joint output would make autograd zero-fill and copy a [B, n1 + n2] gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, V, N1, N2, w, rows):
+        R, H, T, E = V.shape
+        B = w.shape[1]
+        flat_rows, flat_w = rows.reshape(R * B, -1), w.reshape(R * B, -1)
+        Vb = V.reshape(R * H, T, E)
+        outs = [F.embedding_bag(flat_rows, torch.bmm(Vb, N.reshape(R * H, E, -1)).reshape(R * H * T, -1),
+                                per_sample_weights=flat_w, mode="sum").view(R, B, -1) for N in (N1, N2)]
+        ctx.save_for_backward(V, N1, N2, w, rows)
+        return outs[0], outs[1]
+
+    @staticmethod
+    def backward(ctx, g1, g2):
+        V, N1, N2, w, rows = ctx.saved_tensors
+        R, H, T, E = V.shape
+        _, B, _, S = w.shape
+        g1, g2 = g1.contiguous(), g2.contiguous()
+        gV = gN1 = gN2 = gw = None
+        if ctx.needs_input_grad[3]:
+            gz = torch.baddbmm(torch.bmm(g1, N1.reshape(R, H * E, -1).transpose(1, 2)),
+                               g2, N2.reshape(R, H * E, -1).transpose(1, 2)).view(R, B, H, 1, E)
+            Vg = V.reshape(R * H * T, E).index_select(0, rows.reshape(-1)).view(R, B, H, S, E)
+            gw = (Vg * gz).sum(-1)
+        if any(ctx.needs_input_grad[:3]):
+            # Group the R*B*H*S entries by table row (stable: each row sums its inputs in batch order).
+            flat_rows = rows.reshape(-1)
+            perm = torch.argsort(flat_rows, stable=True)
+            counts = torch.bincount(flat_rows, minlength=R * H * T)
+            bag_offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
+            batch_index = perm // (H * S)
+            w_by_table = w.reshape(-1).index_select(0, perm)
+            g_tables = [F.embedding_bag(batch_index, g.reshape(R * B, -1), offsets=bag_offsets,
+                                        per_sample_weights=w_by_table, mode="sum").view(R * H, T, -1) for g in (g1, g2)]
+            N1b, N2b = N1.reshape(R * H, E, -1), N2.reshape(R * H, E, -1)
+            if ctx.needs_input_grad[0]:
+                gV = torch.baddbmm(torch.bmm(g_tables[0], N1b.transpose(1, 2)), g_tables[1],
+                                   N2b.transpose(1, 2)).view(R, H, T, E)
+            Vt = V.reshape(R * H, T, E).transpose(1, 2)
+            gN1 = torch.bmm(Vt, g_tables[0]).view(N1.shape) if ctx.needs_input_grad[1] else None
+            gN2 = torch.bmm(Vt, g_tables[1]).view(N2.shape) if ctx.needs_input_grad[2] else None
+        return gV, gN1, gN2, gw, None
+
+
+@dataclass
+class EqTables:
+    """Per-token tables of the '=' position, one set per run (see the module docstring).
+
+    ``scores``: attention score from '=' to each of the 2p + 1 source rows, already scaled by
+    1/sqrt(d_head); ``values``: each source row's value vector (d_head space); ``resid_const``:
+    the input-independent part of the residual stream at '=' before the MLP (its embedding plus
+    ``b_O``).
+    """
+
+    scores: Float[Tensor, "run source head"]
+    values: Float[Tensor, "run head source d_head"]
+    resid_const: Float[Tensor, "run d_model"]
+
+
+def eq_tables(P: Params, cfg: ModelConfig) -> EqTables:
+    """Attention scores and values of the 2p + 1 source rows seen from '=' (REFERENCE §1 model)."""
+    p, D = cfg.p, cfg.d_model
+    W_E, W_pos = P["embed.W_E"], P["pos_embed.W_pos"]
+    R = W_E.shape[0]
+    x2 = W_E[:, p] + W_pos[:, 2]  # '=' at position 2
+    sources = torch.cat([(W_E[:, None, :p] + W_pos[:, :2, None]).reshape(R, 2 * p, D), x2[:, None]], 1)
+    attn = "blocks.0.attn."
+    q = torch.einsum("rd,rhde->rhe", x2, P[attn + "W_Q"]) + P[attn + "b_Q"]
+    k = torch.einsum("rtd,rhde->rhte", sources, P[attn + "W_K"]) + P[attn + "b_K"][:, :, None]
+    v = torch.einsum("rtd,rhde->rhte", sources, P[attn + "W_V"]) + P[attn + "b_V"][:, :, None]
+    # a batched matrix-vector product rather than einsum: einsum picks another kernel for the run
+    # axis, and this one keeps R = 1 bit-identical to the single-model path it replaced
+    scores = (k @ q[..., None]).squeeze(-1).transpose(1, 2) * (1.0 / math.sqrt(cfg.d_head))
+    return EqTables(scores, v, P[attn + "b_O"] + x2)
+
+
+def _offsets(R: int, n: int, device) -> Int[Tensor, "run 1"]:
+    return (torch.arange(R, device=device) * n)[:, None]
+
+
+def eq_pattern(t: EqTables, cfg: ModelConfig, a: Int[Tensor, "run batch"], b: Int[Tensor, "run batch"]
+               ) -> tuple[Float[Tensor, "run batch head 3"], Int[Tensor, "run batch heads_x3"]]:
+    """Attention pattern of '=' over positions (a, b, =) per input, and the table rows it mixes."""
+    p, H = cfg.p, cfg.n_heads
+    R, B = a.shape
+    T = 2 * p + 1
+    s = t.scores
+    flat = s.reshape(R * T, H)
+    off = _offsets(R, T, a.device)
+    scores = torch.stack([flat.index_select(0, (a + off).reshape(-1)).view(R, B, H),
+                          flat.index_select(0, (b + off + p).reshape(-1)).view(R, B, H),
+                          s[:, 2 * p, None, :].expand(R, B, H)], -1)
+    # rows into the [R * H * T] tables: run offset R*H*T, head offset T, source row
+    head = (torch.arange(H, device=a.device) * T)[None, None, :]
+    base = (torch.arange(R, device=a.device) * (H * T))[:, None, None] + head  # [R, 1, H]
+    rows = torch.stack([base + a[..., None], base + p + b[..., None], (base + 2 * p).expand(R, B, H)], -1)
+    return scores.softmax(dim=-1), rows.reshape(R, B, H * 3)
+
+
+def eq_logits(P: Params, cfg: ModelConfig, a: Int[Tensor, "run batch"], b: Int[Tensor, "run batch"]
+              ) -> Float[Tensor, "run batch d_vocab_out"]:
+    """Logits at '=' for inputs ``[a, b, =]`` of each run: ``model(tokens)[:, -1]`` per run, differentiable."""
+    return _eq_forward(P, cfg, a, b)[1]
+
+
+def _eq_forward(P: Params, cfg: ModelConfig, a, b, resid: bool = False):
+    mlp, W_U = "blocks.0.mlp.", P["unembed.W_U"]
+    W_O, W_in = P["blocks.0.attn.W_O"], P[mlp + "W_in"]
+    t = eq_tables(P, cfg)
+    pattern, rows = eq_pattern(t, cfg, a, b)
+    to_mlp = torch.einsum("rhed,rdm->rhem", W_O, W_in)
+    to_logits = torch.einsum("rhed,rdv->rhev", W_O, W_U)
+    mixed_in, mixed_logits = _MixedTableRows.apply(t.values, to_mlp, to_logits, pattern, rows)
+    c = t.resid_const[:, None]  # [R, 1, D]
+    post = activation(cfg.act_fn)(mixed_in + torch.baddbmm(P[mlp + "b_in"][:, None], c, W_in))
+    logit_const = torch.baddbmm(P["unembed.b_U"][:, None], c + P[mlp + "b_out"][:, None], W_U)
+    W_L = torch.bmm(P[mlp + "W_out"], W_U)
+    logits = torch.baddbmm(mixed_logits + logit_const, post, W_L)
+    if not resid:
+        return post, logits, None
+    # the residual stream after the MLP: constant + mixed values through W_O + MLP output
+    with torch.no_grad():
+        R, B = a.shape
+        T = t.values.shape[2]
+        table = torch.einsum("rhte,rhed->rhtd", t.values, W_O).reshape(-1, cfg.d_model)
+        mixed = F.embedding_bag(rows.reshape(R * B, -1), table, per_sample_weights=pattern.reshape(R * B, -1),
+                                mode="sum").view(R, B, -1)
+        res = torch.baddbmm(c + mixed + P[mlp + "b_out"][:, None], post, P[mlp + "W_out"])
+    return post, logits, res
+
+
+@dataclass
+class EqActivations:
+    """Activations at '=' for a batch of inputs per run (float32, no gradient).
+
+    ``post``: ``blocks.0.mlp.hook_post``; ``logits``: the output; ``resid``:
+    ``blocks.0.hook_resid_post`` when asked for, else None.
+    """
+
+    post: Float[Tensor, "run batch d_mlp"]
+    logits: Float[Tensor, "run batch d_vocab_out"]
+    resid: Optional[Float[Tensor, "run batch d_model"]]
+
+
+@torch.no_grad()
+def eq_activations(P: Params, cfg: ModelConfig, a: Int[Tensor, "run batch"], b: Int[Tensor, "run batch"],
+                   resid: bool = False) -> EqActivations:
+    """MLP activations, logits and optionally the final residual stream at '=' (evaluation)."""
+    return EqActivations(*_eq_forward(P, cfg, a, b, resid))
+
+
+def all_pairs(p: int, device="cpu") -> tuple[Int[Tensor, "pairs"], Int[Tensor, "pairs"]]:
+    """(a, b) of all p^2 inputs in row-major pair order (pair i = a * p + b)."""
+    a = torch.arange(p, device=device).repeat_interleave(p)
+    return a, torch.arange(p, device=device).repeat(p)
+
+
+def last_position_logits(model, a: Int[Tensor, "batch"], b: Int[Tensor, "batch"]) -> Float[Tensor, "batch d_vocab_out"]:
+    """Logits at '=' for inputs ``[a, b, =]`` of one model (``model(tokens)[:, -1]``), differentiable."""
+    return eq_logits(run_params(model), model.cfg, a[None], b[None])[0]
+
+
+@torch.no_grad()
+def all_logits(model, chunk: int = 4096) -> Float[Tensor, "pairs d_vocab_out"]:
+    """Last-position logits of one model on all p^2 inputs in row-major pair order (pair i = a*p + b)."""
+    P = run_params(model)
+    a, b = all_pairs(model.cfg.p, model.W_E.device)
+    return torch.cat([eq_logits(P, model.cfg, a[None, i:i + chunk], b[None, i:i + chunk])[0]
+                      for i in range(0, a.shape[0], chunk)])

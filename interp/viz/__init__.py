@@ -1,0 +1,1 @@
+"""Figures (plotly) and offline HTML reports."""
