@@ -114,6 +114,13 @@ class TrainConfig:
     log_checkpoints_until: int = 512
     # stop this many epochs after test accuracy first reaches 99%; None = run all epochs
     stop_after_grok: Optional[int] = None
+    # test metrics every eval_every epochs (and at every checkpoint); T_grok's resolution
+    eval_every: int = 1
+    # training options of the weight-norm studies (REFERENCE §4-5); the defaults are the canonical run
+    optimizer: str = "adamw"  # adamw (decoupled decay), adam (L2 decay added to the gradient), sgd
+    init_scale: float = 1.0  # Omnigrok's alpha: every parameter multiplied by it after init
+    constant_norm: bool = False  # after every step rescale all parameters jointly to target_norm
+    target_norm: Optional[float] = None  # None: the norm right after init (and init_scale)
     device: str = "cpu"
     notes: str = ""
 
@@ -149,6 +156,14 @@ class TrainConfig:
             raise InterpError(f"init_std must be > 0, got {self.init_std}")
         if self.stop_after_grok is not None and self.stop_after_grok < 0:
             raise InterpError(f"stop_after_grok must be >= 0, got {self.stop_after_grok}")
+        if self.eval_every < 1:
+            raise InterpError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InterpError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not (0 < self.init_scale < 1e6):
+            raise InterpError(f"init_scale must lie in (0, 1e6), got {self.init_scale}")
+        if self.target_norm is not None and not (0 < self.target_norm < 1e12):
+            raise InterpError(f"target_norm must lie in (0, 1e12), got {self.target_norm}")
         if not self.run_name or "/" in self.run_name:
             raise InterpError(f"run_name must be a non-empty name without '/', got {self.run_name!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -176,10 +191,17 @@ class TrainConfig:
     def config_hash(self) -> str:
         """Hash of the fields that determine the trajectory (not run_name, device, notes, epochs)."""
         d = self.to_dict()
-        for k in ("run_name", "device", "notes", "epochs", "stop_after_grok"):
+        for k in ("run_name", "device", "notes", "epochs", "stop_after_grok", "eval_every"):
             d.pop(k)
+        # fields added after format 1 enter the hash only when set, so earlier runs keep their hash
+        for k, default in HASH_IF_SET.items():
+            if d[k] == default:
+                d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+HASH_IF_SET = {"optimizer": "adamw", "init_scale": 1.0, "constant_norm": False, "target_norm": None}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # REFERENCE §1. Cleanup continues well after test accuracy reaches 99% (neurons become
