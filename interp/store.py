@@ -223,10 +223,11 @@ def write_split(path: Path, split: Split) -> None:
 
 
 def save_checkpoint(run_dir: Path, epoch: int, model, cfg: TrainConfig) -> Path:
+    """Save the weights of epoch ``epoch``: ``model`` is a model or a ``{name: tensor}`` state dict."""
     d = run_dir / CKPT_DIR
     d.mkdir(exist_ok=True)
     path = d / checkpoint_name(epoch)
-    state = {k: v for k, v in model.named_parameters()}
+    state = dict(model) if isinstance(model, dict) else dict(model.named_parameters())
     save_tensors(path, state, {"epoch": str(epoch), "config_hash": cfg.config_hash(), "format_version": str(FORMAT_VERSION)})
     return path
 
