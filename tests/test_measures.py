@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from interp.analysis import measures as ms
+from interp.analysis.losses import cross_entropy, loss_and_accuracy
 from interp.config import ModelConfig
 from interp.errors import InterpError
 from interp.analysis.fourier import fft2d, frame, frequency_rows, trig_directions
@@ -21,8 +22,8 @@ from interp.tasks import all_pairs, labels, make_split
 torch.set_num_threads(1)
 
 
-def random_model(p=13, seed=0, biases=True, d_model=32, d_mlp=48):
-    cfg = ModelConfig(p=p, d_model=d_model, n_heads=2, d_head=8, d_mlp=d_mlp, train_biases=biases)
+def random_model(p=13, seed=0, biases=True, d_model=32, d_mlp=48, task="add"):
+    cfg = ModelConfig(task=task, p=p, d_model=d_model, n_heads=2, d_head=8, d_mlp=d_mlp, train_biases=biases)
     m = Transformer(cfg).init_weights(0.8 / math.sqrt(d_model), seed)
     if biases:
         g = torch.Generator().manual_seed(seed + 100)
@@ -62,8 +63,8 @@ def dense_losses(L_group, freqs, train_mask):
 
 @pytest.mark.parametrize("task,p", [("add", 13), ("sub", 13), ("mul", 13), ("div", 11)])
 def test_fast_forward_matches_hooked_model(task, p):
-    m = random_model(p)
-    ap = ms.all_pair_activations(m, task)
+    m = random_model(p, task=task)
+    ap = ms.all_pair_activations(m)
     assert (ap.logits - all_logits(m)).abs().max() < 1e-5
     _, cache = m.run_with_cache(all_pairs(p))
     post = frame(task, p).to_group(cache["blocks.0.mlp.hook_post"][:, -1])
@@ -72,11 +73,11 @@ def test_fast_forward_matches_hooked_model(task, p):
 
 @pytest.mark.parametrize("task,p", [("add", 13), ("mul", 13)])  # mul: n = 12, has a Nyquist row
 def test_neuron_fve_matches_literal_definition(task, p):
-    m = random_model(p)
-    ap = ms.all_pair_activations(m, task)
+    m = random_model(p, task=task)
+    ap = ms.all_pair_activations(m)
     lit = literal_fve(ap.post)
     assert torch.allclose(ms.neuron_fve(ap.post), lit, atol=1e-6)
-    fused = ms.model_neuron_clusters(m, task).fve_by_freq  # the chunked path used on checkpoints
+    fused = ms.model_neuron_clusters(m).fve_by_freq  # the chunked path used on checkpoints
     assert torch.allclose(fused, lit, atol=2e-6)
 
 
@@ -96,11 +97,15 @@ def test_cross_entropy_keeps_tiny_losses():
     y = torch.randint(0, 50, (400,), generator=g)
     L = torch.randn(400, 50, generator=g) * 2
     L[torch.arange(400), y] += torch.linspace(2, 26, 400)  # losses from ~1 down to ~1e-9
-    L[0, (y[0] + 1) % 50] += 200  # a wrong answer leading by far (float64 fallback)
-    ref = -L.double().log_softmax(-1).gather(-1, y[:, None])[:, 0]
-    ce, correct = ms.cross_entropy(L, y, return_correct=True)
-    assert torch.allclose(ce, ref, rtol=1e-5, atol=0)
-    assert torch.equal(correct, L.argmax(-1) == y)
+    L[0, (y[0] + 1) % 50] += 200  # a wrong answer leading by far
+    ce = cross_entropy(L, y)
+    assert ce.dtype == torch.float64 and float(ce[-1]) > 0  # float32 would round ~1e-9 to 0
+    # the closed form log(1 + sum_{j != y} exp(l_j - l_y)); float64 log-softmax is ~1e-16 absolute
+    d = (L.double() - L.double().gather(-1, y[:, None])).scatter(-1, y[:, None], -math.inf)
+    assert torch.allclose(ce, torch.log1p(d.exp().sum(-1)), rtol=1e-5, atol=0)
+    loss, acc = loss_and_accuracy(L, y)
+    assert float(loss) == pytest.approx(float(ce.mean()), rel=1e-12)
+    assert float(acc) == float((L.argmax(-1) == y).double().mean())
 
 
 def test_activations_route_known_answer():
@@ -113,7 +118,7 @@ def test_activations_route_known_answer():
     assert ms.key_frequencies(cl) == freqs
     L = fourier_logits(n, freqs, amplitude=[8.0, 5.0])
     y = ((torch.arange(n)[:, None] + torch.arange(n)[None, :]) % n).reshape(-1)
-    full = float(ms.cross_entropy(L.reshape(n * n, n), y).mean())
+    full = float(cross_entropy(L.reshape(n * n, n), y).mean())
     assert ms.restricted_loss(L, freqs) == pytest.approx(full, rel=1e-9)
     assert ms.excluded_loss(L, freqs) == pytest.approx(math.log(n), rel=1e-9)
     a = ms.cos_coefficients(L)
@@ -127,7 +132,7 @@ def test_synthetic_transformer_yields_exactly_its_frequencies():
     m = fourier_transformer(p, freqs, amplitude=10.0)
     target = fourier_logits(p, freqs, 10.0)
     assert (all_logits(m).double().reshape(p, p, p) - target).abs().max() < 1e-4
-    pm = ms.progress_measures(m, "add")  # no split: every measure on all inputs
+    pm = ms.progress_measures(m)  # no split: every measure on all inputs
     assert pm.key_freqs == freqs
     assert pm.embedding_freqs == freqs and pm.embedding_agrees
     assert pm.restricted_loss == pytest.approx(pm.train_loss, rel=1e-4)
@@ -146,15 +151,15 @@ def test_random_model_has_no_key_frequency(seed):
     cl = ms.model_neuron_clusters(m)
     assert float(cl.fve.max()) < ms.KEY_FVE_THRESHOLD
     assert ms.key_frequencies(cl) == []
-    pm = ms.progress_measures(m, "add", make_split(31, 0.3, seed))
+    pm = ms.progress_measures(m, make_split(31, 0.3, seed))
     assert pm.key_freqs == [] and pm.embedding_freqs == [] and pm.frac_neurons_clear == 0.0
 
 
 def test_train_test_loss_match_float64_reference():
     p = 13
-    m = random_model(p, seed=5)
+    m = random_model(p, seed=5, task="sub")
     split = make_split(p, 0.3, 1)
-    pm = ms.progress_measures(m, "sub", split)
+    pm = ms.progress_measures(m, split)
     L = all_logits(m).double()
     y = labels("sub", p)
     lp = -L.log_softmax(-1).gather(-1, y[:, None])[:, 0]
@@ -177,13 +182,13 @@ def test_gini_and_weight_norms():
 def test_bad_input_is_a_one_line_error():
     m = random_model(13)
     with pytest.raises(InterpError, match="out of range"):
-        ms.progress_measures(m, "add", key_freqs=[7])
+        ms.progress_measures(m, key_freqs=[7])
     with pytest.raises(InterpError, match="n, n, d_mlp"):
         ms.neuron_fve(torch.zeros(13, 12, 4))
     with pytest.raises(InterpError, match="Fourier structure"):
-        ms.progress_measures(m, "pow")
-    with pytest.raises(InterpError, match="layout is for add mod 11"):
-        ms.progress_measures(m, "add", layout=ms.make_layout("add", 11))
+        ms.make_layout("pow", 13)
+    with pytest.raises(ValueError, match="layout is for add mod 11"):  # a caller's bug, not the user's
+        ms.progress_measures(m, layout=ms.make_layout("add", 11))
 
 
 def test_legacy_fixture_key_frequencies_and_losses(fixture_path):
@@ -191,7 +196,7 @@ def test_legacy_fixture_key_frequencies_and_losses(fixture_path):
 
     imp = load_legacy(fixture_path)
     split, seed = match_paper_split(imp)
-    pm = ms.progress_measures(imp.model, "add", split)
+    pm = ms.progress_measures(imp.model, split)
     # This fixture is a low-precision run (epoch 50k), not the paper's epoch-40k model of REFERENCE §3.
     assert pm.key_freqs == [3, 6, 23, 39]
     assert pm.embedding_freqs == [3, 6, 23, 35, 39]

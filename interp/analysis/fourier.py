@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Iterable
 
 import torch
 from jaxtyping import Float, Int
@@ -63,6 +64,30 @@ def basis_labels(n: int) -> list[str]:
         out += [f"cos {k}", f"sin {k}"]
     if n % 2 == 0:
         out.append(f"cos {n // 2}")
+    return out
+
+
+def check_frequencies(n: int, freqs: Iterable[int], where: str = "") -> list[int]:
+    """The frequencies as ints in their order, duplicates dropped; each must lie in 1..n//2 (the
+    non-constant frequencies of Z_n), else InterpError (frequencies come from the user)."""
+    out: list[int] = []
+    for k in freqs:
+        k = int(k)
+        if not 1 <= k <= n // 2:
+            raise InterpError(f"frequency {k} out of range 1..{n // 2}" + (f" for {where}" if where else ""))
+        if k not in out:
+            out.append(k)
+    return out
+
+
+def parse_frequencies(text: str) -> list[int]:
+    """Frequencies written by a user, "14,35,41" or "14 35 41", sorted (InterpError on anything else)."""
+    try:
+        out = sorted({int(x) for x in str(text).replace(",", " ").split()})
+    except ValueError:
+        raise InterpError(f"frequencies must be integers separated by commas, like 14,35,41; got {text!r}") from None
+    if not out:
+        raise InterpError("the list of frequencies is empty")
     return out
 
 
@@ -190,9 +215,7 @@ def trig_directions(n: int, freqs: list[int] | Tensor, dtype: torch.dtype = torc
     """
     F = fourier_basis(n, dtype)
     rows = []
-    for k in [int(k) for k in freqs]:
-        if not 1 <= k <= n // 2:
-            raise InterpError(f"frequency {k} out of range 1..{n // 2}")
+    for k in check_frequencies(n, [int(k) for k in freqs]):
         if n % 2 == 0 and k == n // 2:
             c = F[n - 1]
             rows.append(torch.outer(c, c).reshape(-1))

@@ -15,18 +15,17 @@ Measures, in the papers' words:
 * ``gini`` of the Fourier-component norms of W_E and W_L (Hurley & Rickard 2009).
 * ``sum_squared_weights`` (total and per parameter).
 * ``cos_coefficients``: the amplitude of each cos(w_k(a+b-c)) term in the logits.
-* train / test loss and accuracy.
+* train / test loss and accuracy (``interp.analysis.losses``; a run's analysis reads them from the
+  trainer's metrics instead).
 
 All Fourier work happens in the task's group coordinates (``interp.analysis.fourier.frame``), so add,
 sub, mul and div are analysed alike; the basis is ``interp.analysis.fourier.fourier_basis``, nothing else.
 
 Speed and precision (``progress_measures`` is called on every checkpoint of a run):
 
-* The forward pass is float32 and computes only the '=' position, with the attention and MLP
-  input folded into per-token tables (the query is the same for every input, and positions 0
-  and 1 each depend on one token), so the MLP pre-activations cost 2 * n_heads multiply-adds
-  per neuron and input instead of a d_model-long dot product. Inputs are processed in chunks
-  of rows whose activations stay in cache while being reduced.
+* The forward pass is the one fast path, ``interp.model.fast.eq_activations`` (float32, only the
+  '=' position, attention and MLP input from per-token tables). Inputs go through it in a few
+  chunks whose activations are reduced to sufficient statistics (``NeuronSums``) at once.
 * Neuron FVE never forms the 2D spectrum: the energy of block {0, cos k, sin k}^2 is the energy
   at frequency k of four 1D signals of a neuron, its row sums, column sums, and sums along the
   anti-diagonals (i + j = m) and diagonals (i - j = m), because {cos k, sin k} x {cos k, sin k}
@@ -34,11 +33,11 @@ Speed and precision (``progress_measures`` is called on every checkpoint of a ru
 * Projections of the logits onto cos_k(a+b), sin_k(a+b) depend only on the sums of the logits
   along anti-diagonals, so restricted logits are an [n, n] table (one row per value of a+b).
 * float64 is kept where the result feeds a log-softmax or a loss: the late-training losses reach
-  1e-7, below float32's resolution next to 1 (REFERENCE §1). Concretely: cross-entropies, the
-  anti-diagonal logit sums and the restricted / excluded logits are float64; weights-only
-  measures (norms, Gini, sum of squares) are float64 because they are cheap. Activations and
-  logits themselves are float32, as in training (their rounding, ~1e-7 relative, moves a
-  loss by ~1e-6 of itself).
+  1e-7, below float32's resolution next to 1 (REFERENCE §1). Cross-entropy is the one definition
+  of ``interp.analysis.losses`` (float64 log-softmax, as in training); the anti-diagonal logit sums
+  and the restricted / excluded logits are float64; weights-only measures (norms, Gini, sum of
+  squares) are float64 because they are cheap. Activations and logits themselves are float32, as
+  in training.
 """
 
 from __future__ import annotations
@@ -49,12 +48,22 @@ from functools import lru_cache
 from typing import Iterable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.analysis.fourier import (
+    Frame,
+    check_frequencies,
+    fft1d,
+    fourier_basis,
+    frame,
+    frequency_norms,
+    frequency_of_row,
+    frequency_rows,
+)
+from interp.analysis.losses import correct, cross_entropy
 from interp.errors import InterpError
-from interp.analysis.fourier import Frame, fft1d, fourier_basis, frame, frequency_norms, frequency_of_row, frequency_rows
+from interp.model.fast import eq_activations, run_params
 from interp.tasks import Split, labels
 
 # A neuron is "clearly assigned" to its frequency when that frequency explains more than 85% of
@@ -87,8 +96,9 @@ KEY_RULE = (
     f"whose squared W_E Fourier norm is >= {EMBED_NORM_RATIO}x the mean over frequencies"
 )
 
-# Default number of grid rows per chunk of the fused forward (activations of a chunk stay in cache).
-_CHUNK_PAIRS = 1024
+# Inputs per call of the fast path in ``_sweep``: each call rebuilds the fast path's per-token tables
+# (~1 ms at canonical size), so a few large chunks; 4096 inputs of activations (8 MB) still reduce quickly.
+_CHUNK_PAIRS = 4096
 
 
 # ----------------------------------------------------------------------------- layout
@@ -146,58 +156,6 @@ def make_layout(task: str, p: int, split: Optional[Split] = None) -> Layout:
 
 
 @dataclass
-class _Tables:
-    """Per-token tables of the '=' position's computation (see the module docstring)."""
-
-    s0: Tensor  # [p, H] attention score from '=' to a (per a token)
-    s1: Tensor  # [p, H] to b
-    s2: Tensor  # [H]    to '=' itself
-    mlp0: Tensor  # [p, H, d_mlp] (value of a through W_O, minus that of '=') @ W_in
-    mlp1: Tensor  # [p, H, d_mlp]
-    mlp_base: Tensor  # [d_mlp] everything input-independent, through W_in, + b_in
-    out0: Tensor  # [p, H, p] the same tables through W_U (direct path to the logits)
-    out1: Tensor  # [p, H, p]
-    out_base: Tensor  # [p]
-    W_L: Tensor  # [d_mlp, p] W_out @ W_U
-    act: str
-
-
-def _tables(model) -> _Tables:
-    """Fold attention and the MLP input into per-token tables.
-
-    resid('=') = x2 + b_O + sum_h (w0_h o0_h[a] + w1_h o1_h[b] + w2_h o2_h) with attention
-    weights w summing to 1 per head, so = base + sum_h w0_h (o0_h[a] - o2_h) + w1_h (o1_h[b] - o2_h)
-    with base = x2 + b_O + sum_h o2_h. Everything linear in resid (W_in, W_U) is applied to the
-    p-row tables once.
-    """
-    cfg = model.cfg
-    attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
-    p = cfg.p
-    with torch.no_grad():
-        W_E, W_pos = model.W_E, model.W_pos
-        x01 = W_E[:p].unsqueeze(0) + W_pos[:2].unsqueeze(1)  # [2, p, D]
-        x2 = W_E[p] + W_pos[2]
-        q = torch.einsum("d,hde->he", x2, attn.W_Q) + attn.b_Q
-        k01 = torch.einsum("spd,hde->sphe", x01, attn.W_K) + attn.b_K
-        k2 = torch.einsum("d,hde->he", x2, attn.W_K) + attn.b_K
-        scale = 1.0 / math.sqrt(cfg.d_head)
-        s01 = torch.einsum("sphe,he->sph", k01, q) * scale
-        s2 = (k2 * q).sum(-1) * scale
-        bv = torch.einsum("he,hef->hf", attn.b_V, attn.W_O)
-        o01 = torch.einsum("spd,hde,hef->sphf", x01, attn.W_V, attn.W_O) + bv  # [2, p, H, D]
-        o2 = torch.einsum("d,hde,hef->hf", x2, attn.W_V, attn.W_O) + bv  # [H, D]
-        u0, u1 = o01[0] - o2, o01[1] - o2
-        base = x2 + attn.b_O + o2.sum(0)
-        W_in, W_U = mlp.W_in, model.W_U
-        return _Tables(
-            s0=s01[0], s1=s01[1], s2=s2,
-            mlp0=u0 @ W_in, mlp1=u1 @ W_in, mlp_base=base @ W_in + mlp.b_in,
-            out0=u0 @ W_U, out1=u1 @ W_U, out_base=base @ W_U + mlp.b_out @ W_U + model.unembed.b_U,
-            W_L=mlp.W_out @ W_U, act=cfg.act_fn,
-        )
-
-
-@dataclass
 class NeuronSums:
     """Sufficient statistics of the neurons' activations X[i, j] over the group grid.
 
@@ -224,48 +182,34 @@ def _diag_index(n: int) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def _sweep(model, layout: Layout, keep_post: bool = False, chunk_pairs: int = _CHUNK_PAIRS):
-    """Fused forward over the whole input grid.
+    """The model on the whole input grid, through the one fast path (``interp.model.fast``).
 
     Returns (logits [p, p, p] float32 in grid order, NeuronSums over the group block, post)
     where post is the [n, n, d_mlp] group-block activations if ``keep_post`` else None.
+    Activations are reduced chunk by chunk of grid rows, while they are still in cache.
     """
     if model.cfg.p != layout.p:
-        raise InterpError(f"model has p={model.cfg.p} but the analysis expects p={layout.p}")
-    t = _tables(model)
-    p, n = layout.p, layout.n
-    M = t.W_L.shape[0]
-    act = F.relu if t.act == "relu" else F.gelu
-    rows, cols = layout.row_tokens, layout.col_tokens
-    s1 = t.s1.index_select(0, cols)
-    mlp1 = t.mlp1.index_select(0, cols)
-    out1 = t.out1.index_select(0, cols)
+        raise ValueError(f"model has p={model.cfg.p} but the layout is for p={layout.p}")
+    P, cfg = run_params(model), model.cfg
+    p, n, M = layout.p, layout.n, cfg.d_mlp
+    dev = P["embed.W_E"].device
+    rows, cols = layout.row_tokens.to(dev), layout.col_tokens.to(dev)
     idx_anti, idx_diag = _diag_index(n)
-    logits = torch.empty(p, p, p, dtype=t.W_L.dtype)
-    row_s = torch.empty(n, M, dtype=t.W_L.dtype)
-    col_s = torch.zeros(n, M, dtype=t.W_L.dtype)
-    anti = torch.zeros(n, M, dtype=t.W_L.dtype)
-    diag = torch.zeros(n, M, dtype=t.W_L.dtype)
+    dtype = P["embed.W_E"].dtype
+    logits = torch.empty(p, p, p, dtype=dtype)
+    row_s = torch.empty(n, M, dtype=dtype)
+    col_s = torch.zeros(n, M, dtype=dtype)
+    anti = torch.zeros(n, M, dtype=dtype)
+    diag = torch.zeros(n, M, dtype=dtype)
     total_sq = torch.zeros(M, dtype=torch.float64)
-    post_keep = torch.empty(n, n, M, dtype=t.W_L.dtype) if keep_post else None
+    post_keep = torch.empty(n, n, M, dtype=dtype) if keep_post else None
     step = max(1, chunk_pairs // p)
-    H = t.s2.shape[0]
     for s in range(0, p, step):
         a = rows[s : s + step]
         r = a.shape[0]
-        scores = torch.stack(
-            torch.broadcast_tensors(t.s0.index_select(0, a)[:, None, :], s1[None, :, :], t.s2.expand(r, p, H)), dim=-1
-        )
-        w = scores.softmax(dim=-1)
-        w0, w1 = w[..., 0].contiguous(), w[..., 1].contiguous()  # [r, p, H]
-        # MLP input: per-row table (a) as a batched matmul over rows, per-column table (b) as one
-        # over columns; K = n_heads, far cheaper than a d_model-long product per input.
-        pre = torch.baddbmm(t.mlp_base, w0, t.mlp0.index_select(0, a))
-        pre += torch.bmm(w1.transpose(0, 1), mlp1).transpose(0, 1)
-        post = act(pre) if t.act != "relu" else pre.relu_()
-        lg = torch.baddbmm(t.out_base, w0, t.out0.index_select(0, a))
-        lg += torch.bmm(w1.transpose(0, 1), out1).transpose(0, 1)
-        lg = lg.reshape(r * p, p).addmm_(post.reshape(r * p, M), t.W_L)
-        logits[s : s + r] = lg.reshape(r, p, p)
+        acts = eq_activations(P, cfg, a.repeat_interleave(p)[None], cols.repeat(r)[None])
+        post = acts.post[0].reshape(r, p, M).cpu()
+        logits[s : s + r] = acts.logits[0].reshape(r, p, p).cpu()
         g = min(r, max(0, n - s))  # rows of this chunk inside the group block
         if g:
             X = post[:g, :n]  # [g, n, M]
@@ -301,9 +245,9 @@ class AllPairs:
     logits: Float[Tensor, "pairs p"]
 
 
-def all_pair_activations(model, task: str = "add") -> AllPairs:
-    """MLP activations (group order) and logits (row-major) of ``model`` on all p^2 inputs."""
-    lay = make_layout(task, model.cfg.p)
+def all_pair_activations(model) -> AllPairs:
+    """MLP activations (group order) and logits (row-major) of ``model`` on all p^2 inputs (its task's frame)."""
+    lay = make_layout(model.cfg.task, model.cfg.p)
     grid, _, post = _sweep(model, lay, keep_post=True)
     p = lay.p
     # grid order -> row-major: invert the row / column token permutations
@@ -436,15 +380,15 @@ def _group_rows(W: Tensor, tokens: Tensor) -> Tensor:
     return W.detach().double().index_select(0, tokens)
 
 
-def embedding_fourier(model, task: str = "add") -> Float[Tensor, "n d_model"]:
+def embedding_fourier(model) -> Float[Tensor, "n d_model"]:
     """F @ W_E[a tokens in group order]: the embedding in the Fourier basis (REFERENCE §2)."""
-    fr = frame(task, model.cfg.p)
+    fr = frame(model.cfg.task, model.cfg.p)
     return fft1d(_group_rows(model.W_E, fr.a_tokens))
 
 
-def neuron_logit_fourier(model, task: str = "add") -> Float[Tensor, "n d_mlp"]:
+def neuron_logit_fourier(model) -> Float[Tensor, "n d_mlp"]:
     """W_L = W_out @ W_U over the outputs in group order, in the Fourier basis: [basis row, neuron]."""
-    fr = frame(task, model.cfg.p)
+    fr = frame(model.cfg.task, model.cfg.p)
     W_L = (model.W_out.detach().double() @ model.W_U.detach().double()).index_select(1, fr.c_tokens)
     return fft1d(W_L.T)
 
@@ -505,10 +449,7 @@ def anti_diagonal_sums(logits: Float[Tensor, "n n n"]) -> Float[Tensor, "n n"]:
 
 def _key_rows(n: int, freqs: Iterable[int], const: bool) -> list[int]:
     rows = [0] if const else []
-    for k in freqs:
-        k = int(k)
-        if not 1 <= k <= n // 2:
-            raise InterpError(f"frequency {k} out of range 1..{n // 2}")
+    for k in check_frequencies(n, freqs):
         rows += frequency_rows(n, k)
     return rows
 
@@ -524,33 +465,6 @@ def trig_projection(S: Float[Tensor, "n n"], freqs: Iterable[int], const: bool) 
     n = S.shape[0]
     Fb = fourier_basis(n).index_select(0, torch.tensor(_key_rows(n, freqs, const), dtype=torch.long))
     return Fb.T @ (Fb @ (S / n))
-
-
-def cross_entropy(logits: Float[Tensor, "N c"], target: Int[Tensor, "N"], return_correct: bool = False):
-    """Per-input cross-entropy, accurate to ~1e-6 relative even when it is 1e-7 or less.
-
-    A float32 log-softmax cannot: it forms 1 + sum_{j != y} exp(l_j - l_y), and 1 + 1e-7 rounds
-    to 1 (hence REFERENCE §1's float64 loss). Here the loss is written as
-    log1p(sum_{j != y} exp(l_j - l_y)), whose terms keep float32's relative precision however small
-    they are, so float32 logits need no float64 copy (half the memory traffic, twice the speed).
-    Inputs where a wrong answer leads by more than 60 (exp overflows float32 near 88) are
-    recomputed with a float64 log-softmax. Returns the float64 losses [N], and with
-    ``return_correct`` also whether each target's logit beats every other (accuracy; an exact tie
-    counts as wrong).
-    """
-    y = target.unsqueeze(-1)
-    d = logits - logits.gather(-1, y)
-    # Terms below e^-80 (1.8e-35) cannot move any loss; clamping keeps exp out of float32's
-    # denormal range, where it runs ~20x slower on x86.
-    d.clamp_min_(-80.0).scatter_(-1, y, -math.inf)
-    lead = d.amax(-1)  # best wrong answer minus the right one
-    ce = torch.log1p(d.exp_().sum(-1).double())  # a float32 sum of positive terms: relative error ~1e-7
-    big = lead > 60.0
-    if bool(big.any()):
-        ce[big] = -logits[big].double().log_softmax(-1).gather(-1, y[big]).squeeze(-1)
-    if return_correct:
-        return ce, lead < 0
-    return ce
 
 
 def _group_targets(n: int) -> Int[Tensor, "n n"]:
@@ -604,7 +518,7 @@ def _excluded_losses(
     out = []
     for fs in freq_sets:
         # P is float64 (exact projection); the difference goes back to the logits' dtype, whose
-        # rounding (~1e-7 of a logit) moves the loss by ~1e-6 of itself (see cross_entropy).
+        # rounding (~1e-7 of a logit) moves the loss by ~1e-6 of itself.
         P = trig_projection(S, fs, const=False).to(flat.dtype)
         out.append(float(cross_entropy(flat - P.index_select(0, tgt), tgt).mean()))
     return out
@@ -655,14 +569,6 @@ def cos_coefficients(logits: Float[Tensor, "n n n"]) -> Float[Tensor, "k1"]:
     return cos_coefficients_from_sums(anti_diagonal_sums(logits))
 
 
-def loss_and_accuracy(logits: Float[Tensor, "N c"], y: Int[Tensor, "N"]) -> tuple[float, float]:
-    """Mean cross-entropy (see ``cross_entropy``) and accuracy."""
-    if logits.shape[0] == 0:
-        return float("nan"), float("nan")
-    ce, correct = cross_entropy(logits, y, return_correct=True)
-    return float(ce.mean()), float(correct.double().mean())
-
-
 # ----------------------------------------------------------------------------- everything at once
 
 
@@ -703,10 +609,9 @@ class ProgressMeasures:
         return set(self.embedding_freqs) == set(self.key_freqs)
 
     def row(self) -> dict[str, float | int | str]:
-        """A flat dict for the analysis table (see ``interp.analysis`` for the column list)."""
+        """A flat dict for the analysis table (``run_table.TABLE_COLUMNS_DOC``): what the trainer's
+        metrics do not have (so no split losses, accuracies or squared weights)."""
         r: dict[str, float | int | str] = {
-            "train_loss": self.train_loss, "test_loss": self.test_loss,
-            "train_acc": self.train_acc, "test_acc": self.test_acc,
             "restricted_loss": self.restricted_loss, "restricted_loss_test": self.restricted_loss_test,
             "excluded_loss": self.excluded_loss,
         }
@@ -722,10 +627,6 @@ class ProgressMeasures:
         })
         for k in self.analysis_freqs:
             r[f"cos_coef_k{k}"] = float(self.cos_coefs[k])
-        r["sq_total"] = self.sq_weights["total"]
-        for name, v in self.sq_weights.items():
-            if name != "total":
-                r[f"sq_{name}"] = v
         sizes = self.clusters.sizes(self.threshold)
         for k in range(1, sizes.shape[0]):
             r[f"neurons_k{k}"] = int(sizes[k])
@@ -738,43 +639,43 @@ class ProgressMeasures:
 
 def progress_measures(
     model,
-    task: str = "add",
     split: Optional[Split] = None,
     key_freqs: Optional[Sequence[int]] = None,
     threshold: float = KEY_FVE_THRESHOLD,
     layout: Optional[Layout] = None,
+    split_losses: bool = True,
 ) -> ProgressMeasures:
-    """Every progress measure of one model (REFERENCE §2-3), on the fast path.
+    """Every progress measure of one model (REFERENCE §2-3), on the fast path, in its task's frame.
 
     ``split``: train / test pairs (row-major indices); without one, train and test measures use
     all inputs. ``key_freqs``: frequencies for restricted / excluded loss and cos_fve (the paper
     uses the final checkpoint's; default: this checkpoint's own key frequencies).
     ``layout``: precomputed ``make_layout(task, p, split)`` (saves work over many checkpoints).
+    ``split_losses``: also train / test loss and accuracy (``interp.analysis.losses``); a run's
+    analysis leaves them to the trainer's metrics (NaN here).
     """
-    p = model.cfg.p
+    task, p = model.cfg.task, model.cfg.p
     lay = layout if layout is not None else make_layout(task, p, split)
     if lay.task != task or lay.p != p:
-        raise InterpError(f"layout is for {lay.task} mod {lay.p}, model is {task} mod {p}")
+        raise ValueError(f"layout is for {lay.task} mod {lay.p}, model is {task} mod {p}")
     n = lay.n
     grid, sums, _ = _sweep(model, lay)
     fve = _fve_from_sums(sums, n)
     clusters = neuron_clusters(fve)
     keys = key_frequencies(clusters, threshold)
-    used = sorted({int(k) for k in (key_freqs if key_freqs is not None else keys)})
-    for k in used:
-        if not 1 <= k <= n // 2:
-            raise InterpError(f"key frequency {k} out of range 1..{n // 2} for {task} mod {p}")
+    used = sorted(check_frequencies(n, key_freqs if key_freqs is not None else keys, f"{task} mod {p}"))
 
-    # train / test loss and accuracy on the stored split (all inputs when there is none)
-    flat, y = grid.reshape(p * p, p), lay.y.reshape(-1)
-    ce, correct = cross_entropy(flat, y, return_correct=True)
-    correct = correct.double()
-    if lay.train is not None:
-        tr, te = lay.train.reshape(-1), lay.test.reshape(-1)
-        train_loss, train_acc = float(ce[tr].mean()), float(correct[tr].mean())
-        test_loss, test_acc = float(ce[te].mean()), float(correct[te].mean())
-    else:
-        train_loss, train_acc = test_loss, test_acc = float(ce.mean()), float(correct.mean())
+    nan = float("nan")
+    train_loss = test_loss = train_acc = test_acc = nan
+    if split_losses:
+        flat, y = grid.reshape(p * p, p), lay.y.reshape(-1)
+        ce, ok = cross_entropy(flat, y), correct(flat, y).double()
+        if lay.train is not None:
+            tr, te = lay.train.reshape(-1), lay.test.reshape(-1)
+            train_loss, train_acc = float(ce[tr].mean()), float(ok[tr].mean())
+            test_loss, test_acc = float(ce[te].mean()), float(ok[te].mean())
+        else:
+            train_loss, train_acc = test_loss, test_acc = float(ce.mean()), float(ok.mean())
 
     # Fourier views of the logits: group block, outputs in group order
     L = grid[:n, :n]
@@ -787,8 +688,8 @@ def progress_measures(
     restricted_test = _restricted_masked(S, used, g_test) if g_test is not None else restricted
     ex = _excluded_losses(L, S, [used] + [[k] for k in used], g_train)
 
-    W_E_f = embedding_fourier(model, task)
-    W_L_f = neuron_logit_fourier(model, task)
+    W_E_f = embedding_fourier(model)
+    W_L_f = neuron_logit_fourier(model)
     row_E, freq_E = fourier_norms(W_E_f)
     row_L, freq_L = fourier_norms(W_L_f)
     cos_a = cos_coefficients_from_sums(S)
@@ -805,8 +706,8 @@ def progress_measures(
     )
 
 
-def model_neuron_clusters(model, task: str = "add") -> NeuronClusters:
-    """Neuron frequencies and FVE of a model in memory (fast path)."""
-    lay = make_layout(task, model.cfg.p)
+def model_neuron_clusters(model) -> NeuronClusters:
+    """Neuron frequencies and FVE of a model in memory (fast path, its task's frame)."""
+    lay = make_layout(model.cfg.task, model.cfg.p)
     _, sums, _ = _sweep(model, lay)
     return neuron_clusters(_fve_from_sums(sums, lay.n))

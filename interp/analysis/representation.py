@@ -27,14 +27,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+import einops
 import torch
-import torch.nn.functional as F
 from jaxtyping import Complex, Float, Int
 from torch import Tensor
 
 from interp.analysis import measures as ms
+from interp.analysis.fourier import basis_labels, check_frequencies, fft1d, fft2d, frame, frequency_norms, frequency_rows
 from interp.errors import InterpError
-from interp.analysis.fourier import basis_labels, fft1d, fft2d, frame, frequency_norms, frequency_rows
+from interp.model.fast import all_pairs, eq_activations, eq_pattern, eq_tables, run_params
 
 __all__ = [
     "EmbeddingSpectrum", "embedding_spectrum", "Circle", "embedding_circles", "EmbeddingSVD", "embedding_svd",
@@ -48,20 +49,9 @@ __all__ = [
 RQI_TOL = 0.01
 
 
-def _check_freqs(n: int, freqs: Sequence[int]) -> list[int]:
-    out = []
-    for k in freqs:
-        k = int(k)
-        if not 1 <= k <= n // 2:
-            raise InterpError(f"frequency {k} out of range 1..{n // 2}")
-        if k not in out:
-            out.append(k)
-    return out
-
-
-def _token_embeddings(model, task: str) -> tuple[Float[Tensor, "n d_model"], Int[Tensor, "n"]]:
-    """W_E rows of the group's tokens, in group order, float64 (the '=' row is not a number)."""
-    fr = frame(task, model.cfg.p)
+def _token_embeddings(model) -> tuple[Float[Tensor, "n d_model"], Int[Tensor, "n"]]:
+    """W_E rows of the group's tokens, in group order (the model's task), float64 (the '=' row is not a number)."""
+    fr = frame(model.cfg.task, model.cfg.p)
     return model.W_E.detach().double().index_select(0, fr.a_tokens.to(model.W_E.device)).cpu(), fr.a_tokens
 
 
@@ -95,14 +85,14 @@ class EmbeddingSpectrum:
         return [int(k) + 1 for k in self.freq_norms[1:].argsort(descending=True)[:m]]
 
 
-def embedding_spectrum(model, task: str = "add") -> EmbeddingSpectrum:
+def embedding_spectrum(model) -> EmbeddingSpectrum:
     """F @ W_E[tokens in group order] and its norms per basis row and per frequency (REFERENCE §2)."""
-    E, tokens = _token_embeddings(model, task)
+    E, tokens = _token_embeddings(model)
     coefs = fft1d(E)
     return EmbeddingSpectrum(coefs, coefs.norm(dim=1), frequency_norms(coefs).norm(dim=1), basis_labels(E.shape[0]), tokens)
 
 
-def default_frequencies(model, task: str = "add") -> list[int]:
+def default_frequencies(model) -> list[int]:
     """The frequencies the structural views use when the caller names none.
 
     The model's key frequencies (neuron FVE rule, ``measures.key_frequencies``); if it has none
@@ -110,10 +100,10 @@ def default_frequencies(model, task: str = "add") -> list[int]:
     (``measures.embedding_frequencies``); if there are none either, the single frequency with the
     largest embedding norm, so that a view always has something to show.
     """
-    keys = ms.key_frequencies(ms.model_neuron_clusters(model, task))
+    keys = ms.key_frequencies(ms.model_neuron_clusters(model))
     if keys:
         return keys
-    spec = embedding_spectrum(model, task)
+    spec = embedding_spectrum(model)
     emb = ms.embedding_frequencies(spec.freq_norms)
     return emb if emb else spec.top_frequencies(1)
 
@@ -166,11 +156,11 @@ def _circularity(z: Complex[Tensor, "n"], n: int, k: int) -> tuple[float, int]:
     return (fwd, 1) if fwd >= bwd else (bwd, -1)
 
 
-def embedding_circles(model, freqs: Optional[Sequence[int]] = None, task: str = "add") -> list[Circle]:
+def embedding_circles(model, freqs: Optional[Sequence[int]] = None) -> list[Circle]:
     """One ``Circle`` per frequency in ``freqs`` (default: ``default_frequencies``), in that order."""
-    E, tokens = _token_embeddings(model, task)
+    E, tokens = _token_embeddings(model)
     n = E.shape[0]
-    freqs = _check_freqs(n, default_frequencies(model, task) if freqs is None else freqs)
+    freqs = check_frequencies(n, default_frequencies(model) if freqs is None else freqs)
     Ec = E - E.mean(0)
     coefs = fft1d(Ec)
     total = float(Ec.pow(2).sum())
@@ -204,9 +194,9 @@ class EmbeddingSVD:
     tokens: Int[Tensor, "n"]
 
 
-def embedding_svd(model, task: str = "add", centre: bool = True) -> EmbeddingSVD:
+def embedding_svd(model, centre: bool = True) -> EmbeddingSVD:
     """SVD of W_E's number-token rows (group order), centred over tokens unless ``centre=False``."""
-    E, tokens = _token_embeddings(model, task)
+    E, tokens = _token_embeddings(model)
     if centre:
         E = E - E.mean(0)
     U, S, Vh = torch.linalg.svd(E, full_matrices=False)
@@ -244,10 +234,10 @@ class NeuronClusterSummary:
         return idx[self.fve[idx].argsort(descending=True)]
 
 
-def neuron_clusters(model, task: str = "add", threshold: float = ms.KEY_FVE_THRESHOLD,
+def neuron_clusters(model, threshold: float = ms.KEY_FVE_THRESHOLD,
                     post: Optional[Float[Tensor, "n n d_mlp"]] = None) -> NeuronClusterSummary:
     """Cluster the neurons by frequency with ``measures``' FVE (``post``: precomputed group-order activations)."""
-    cl = ms.neuron_clusters(ms.neuron_fve(post)) if post is not None else ms.model_neuron_clusters(model, task)
+    cl = ms.neuron_clusters(ms.neuron_fve(post)) if post is not None else ms.model_neuron_clusters(model)
     k1 = cl.fve_by_freq.shape[0]
     sel = cl.fve > threshold
     sizes = torch.bincount(cl.frequency[sel], minlength=k1)
@@ -278,22 +268,23 @@ class NeuronMaps:
     b_tokens: Int[Tensor, "n"]
 
 
-def neuron_activation_maps(model, neurons: Optional[Sequence[int]] = None, task: str = "add") -> NeuronMaps:
+def neuron_activation_maps(model, neurons: Optional[Sequence[int]] = None) -> NeuronMaps:
     """Activation maps and spectra of ``neurons`` (default: the highest-FVE neuron of every key
     frequency, or the first four neurons when there is no key frequency)."""
-    acts = ms.all_pair_activations(model, task)
+    acts = ms.all_pair_activations(model)
     post = acts.post  # [n, n, d_mlp] group order
     n, d_mlp = post.shape[0], post.shape[2]
-    cl = neuron_clusters(model, task, post=post)
+    cl = neuron_clusters(model, post=post)
     if neurons is None:
         picks = [int(cl.members(k)[0]) for k in cl.key_freqs]
         neurons = picks if picks else list(range(min(4, d_mlp)))
     idx = torch.as_tensor(list(neurons), dtype=torch.long)
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= d_mlp):
         raise InterpError(f"neuron index out of range 0..{d_mlp - 1}: {list(neurons)}")
-    maps = post.index_select(2, idx).permute(2, 0, 1).double()  # [m, n, n]
+    maps = einops.rearrange(post.index_select(2, idx), "a b neuron -> neuron a b").double()
     centred = maps - maps.mean(dim=(1, 2), keepdim=True)
-    spectra = fft2d(centred.permute(1, 2, 0)).permute(2, 0, 1)
+    spectra = einops.rearrange(fft2d(einops.rearrange(centred, "neuron a b -> a b neuron")),
+                               "ka kb neuron -> neuron ka kb")
     fn = frequency_norms(frequency_norms(spectra, dim=1), dim=2)
     return NeuronMaps(idx, maps, spectra, fn, cl.frequency[idx], cl.fve[idx], acts.frame.a_tokens, acts.frame.b_tokens)
 
@@ -318,16 +309,13 @@ class AttentionFromEq:
 
 @torch.no_grad()
 def attention_from_eq(model) -> AttentionFromEq:
-    """The '=' position's attention pattern on all p^2 inputs.
-
-    The query at '=' is the same for every input and the key at position 0 (1) depends on a (b)
-    only, so the scores are a [p, H] table per position, broadcast over (a, b); no forward pass.
-    """
-    t = _eq_tables(model)
-    p, H = model.cfg.p, t["s2"].shape[0]
-    s = torch.stack(torch.broadcast_tensors(t["s0"][:, None, :], t["s1"][None, :, :], t["s2"].expand(p, p, H)), dim=-1)
-    w = s.softmax(-1).permute(2, 0, 1, 3)  # [H, p, p, 3]
-    return AttentionFromEq(w[..., 0].contiguous(), w[..., 1].contiguous(), w[..., 2].contiguous())
+    """The '=' position's attention pattern on all p^2 inputs (``interp.model.fast``'s score tables;
+    the query at '=' is the same for every input, so no forward pass)."""
+    cfg = model.cfg
+    a, b = all_pairs(cfg.p, model.W_E.device)
+    pattern, _ = eq_pattern(eq_tables(run_params(model), cfg), cfg, a[None], b[None])
+    w = einops.rearrange(pattern[0].cpu(), "(a b) head src -> src head a b", a=cfg.p)
+    return AttentionFromEq(w[0].contiguous(), w[1].contiguous(), w[2].contiguous())
 
 
 # ----------------------------------------------------------------------------- W_L
@@ -346,9 +334,9 @@ class NeuronLogitSpectrum:
     labels: list[str]
 
 
-def neuron_logit_spectrum(model, task: str = "add") -> NeuronLogitSpectrum:
+def neuron_logit_spectrum(model) -> NeuronLogitSpectrum:
     """W_L in the Fourier basis (computed by ``measures.neuron_logit_fourier``) and its norms."""
-    coefs = ms.neuron_logit_fourier(model, task)
+    coefs = ms.neuron_logit_fourier(model)
     per = frequency_norms(coefs)
     return NeuronLogitSpectrum(coefs, coefs.norm(dim=1), per.norm(dim=1), per, basis_labels(coefs.shape[0]))
 
@@ -473,7 +461,7 @@ def rqi_linear(E: Float[Tensor, "n d"], modulus: Optional[int] = None, tol: floa
     sd = E.std(0, unbiased=False)
     keep = sd > 1e-12 * max(float(sd.max()) if sd.numel() else 0.0, 1e-300)
     if not bool(keep.any()):
-        raise InterpError("RQI of a constant embedding is undefined")
+        raise ValueError("RQI of a constant embedding is undefined")
     Z = (E[:, keep] - E[:, keep].mean(0)) / sd[keep]
     I, J, valid = parallelogram_classes(n, modulus)
     real, ideal, med, _ = _count((Z[I] + Z[J])[:, :, None, :], valid, float(Z.shape[1]), tol)
@@ -503,7 +491,7 @@ def rqi_circle(z: Complex[Tensor, "K n"], tol: float = RQI_TOL, freqs: Optional[
     or plane indices)."""
     K, n = z.shape
     if K == 0:
-        raise InterpError("RQI in the circle chart needs at least one frequency plane")
+        raise ValueError("RQI in the circle chart needs at least one frequency plane")
     I, J, valid = parallelogram_classes(n, n)
     prod = z[:, I] * z[:, J]  # [K, C, L]
     v = torch.stack([prod.real, prod.imag], dim=-1).permute(1, 2, 0, 3).contiguous()  # [C, L, K, 2]
@@ -514,7 +502,7 @@ def rqi_circle(z: Complex[Tensor, "K n"], tol: float = RQI_TOL, freqs: Optional[
                      {k: int(c) / ideal if ideal else float("nan") for k, c in zip(ks, per)})
 
 
-def embedding_rqi(model, freqs: Optional[Sequence[int]] = None, task: str = "add", tol: float = RQI_TOL,
+def embedding_rqi(model, freqs: Optional[Sequence[int]] = None, tol: float = RQI_TOL,
                   chart: str = "circle") -> RQIResult:
     """RQI of the model's number-token embeddings (REFERENCE §6; see the module notes).
 
@@ -523,36 +511,16 @@ def embedding_rqi(model, freqs: Optional[Sequence[int]] = None, task: str = "add
     verbatim on W_E's number rows in group order, integer sums.
     """
     if chart == "linear":
-        E, _ = _token_embeddings(model, task)
+        E, _ = _token_embeddings(model)
         return rqi_linear(E, None, tol)
     if chart != "circle":
         raise InterpError(f"unknown RQI chart {chart!r}; choose 'circle' or 'linear'")
-    circles = embedding_circles(model, freqs, task)
+    circles = embedding_circles(model, freqs)
     z = torch.stack([_plane_angles(c.coords) for c in circles])
     return rqi_circle(z, tol, [c.k for c in circles])
 
 
 # ----------------------------------------------------------------------------- activations at '='
-
-
-def _eq_tables(model) -> dict[str, Tensor]:
-    """Per-token tables of the '=' position (query identical for all inputs; keys / values at
-    positions 0 and 1 depend on one token each). Values are already pushed through W_O."""
-    cfg = model.cfg
-    attn = model.blocks[0].attn
-    p = cfg.p
-    W_E, W_pos = model.W_E.detach(), model.W_pos.detach()
-    x01 = W_E[:p].unsqueeze(0) + W_pos[:2].unsqueeze(1)  # [2, p, D]
-    x2 = W_E[p] + W_pos[2]
-    q = torch.einsum("d,hde->he", x2, attn.W_Q.detach()) + attn.b_Q.detach()
-    k01 = torch.einsum("spd,hde->sphe", x01, attn.W_K.detach()) + attn.b_K.detach()
-    k2 = torch.einsum("d,hde->he", x2, attn.W_K.detach()) + attn.b_K.detach()
-    scale = 1.0 / math.sqrt(cfg.d_head)
-    bv = torch.einsum("he,hef->hf", attn.b_V.detach(), attn.W_O.detach())
-    o01 = torch.einsum("spd,hde,hef->sphf", x01, attn.W_V.detach(), attn.W_O.detach()) + bv
-    o2 = torch.einsum("d,hde,hef->hf", x2, attn.W_V.detach(), attn.W_O.detach()) + bv
-    return dict(s0=torch.einsum("phe,he->ph", k01[0], q) * scale, s1=torch.einsum("phe,he->ph", k01[1], q) * scale,
-                s2=(k2 * q).sum(-1) * scale, o0=o01[0], o1=o01[1], o2=o2, x2=x2)
 
 
 @dataclass
@@ -569,30 +537,12 @@ class FinalActivations:
 
 @torch.no_grad()
 def final_position_activations(model, chunk_rows: Optional[int] = None) -> FinalActivations:
-    """Final-position residual stream and MLP activations for all p^2 inputs (float32, row-major).
-
-    Computed from the per-token tables of ``_eq_tables`` (tests check it against
-    ``run_with_cache``); ``chunk_rows``: rows of a processed at once (default: all).
-    """
-    cfg = model.cfg
-    mlp = model.blocks[0].mlp
-    p = cfg.p
-    t = _eq_tables(model)
-    act = F.relu if cfg.act_fn == "relu" else F.gelu
-    base = t["x2"] + model.blocks[0].attn.b_O.detach()
-    W_in, b_in = mlp.W_in.detach(), mlp.b_in.detach()
-    W_out, b_out = mlp.W_out.detach(), mlp.b_out.detach()
-    step = p if chunk_rows is None else max(1, chunk_rows)
-    resid = torch.empty(p, p, cfg.d_model, dtype=W_in.dtype, device=W_in.device)
-    post = torch.empty(p, p, cfg.d_mlp, dtype=W_in.dtype, device=W_in.device)
-    H = t["s2"].shape[0]
-    for a0 in range(0, p, step):
-        r = min(step, p - a0)
-        s = torch.stack(torch.broadcast_tensors(t["s0"][a0:a0 + r, None, :], t["s1"][None, :, :], t["s2"].expand(r, p, H)), -1)
-        w = s.softmax(-1)  # [r, p, H, 3]
-        mid = (base + torch.einsum("rph,rhd->rpd", w[..., 0], t["o0"][a0:a0 + r])
-               + torch.einsum("rph,phd->rpd", w[..., 1], t["o1"]) + w[..., 2] @ t["o2"])
-        h = act(mid @ W_in + b_in)
-        post[a0:a0 + r] = h
-        resid[a0:a0 + r] = mid + h @ W_out + b_out
-    return FinalActivations(resid.reshape(p * p, -1), post.reshape(p * p, -1))
+    """Final-position residual stream and MLP activations for all p^2 inputs (float32, row-major),
+    from ``interp.model.fast.eq_activations``; ``chunk_rows``: rows of a per call (default: all)."""
+    p = model.cfg.p
+    P = run_params(model)
+    a, b = all_pairs(p, model.W_E.device)
+    step = p * (p if chunk_rows is None else max(1, chunk_rows))
+    parts = [eq_activations(P, model.cfg, a[None, i:i + step], b[None, i:i + step], resid=True)
+             for i in range(0, p * p, step)]
+    return FinalActivations(torch.cat([x.resid[0] for x in parts]), torch.cat([x.post[0] for x in parts]))
