@@ -8,11 +8,12 @@ import torch
 
 from conftest import run_cli, tiny_config
 from interp.analysis import measures as ms
-from interp.analysis.run_table import META_FILE, TABLE_FILE, analyze, load_analysis
+from interp.analysis.results import ANALYSIS_FILES
+from interp.analysis.run_table import analyze, load_analysis
 from interp.cli import main as cli_main
 from interp.errors import InterpError
 from interp.model import Transformer
-from interp.store import CKPT_DIR, Run, save_checkpoint
+from interp.store import CKPT_DIR, METRICS_FILE, Run, save_checkpoint
 
 torch.set_num_threads(1)
 
@@ -22,7 +23,7 @@ def run_copy(quick_run, tmp_path):
     """A private copy of the session's quick run (these tests write into it)."""
     dst = tmp_path / "run"
     shutil.copytree(quick_run.path, dst)
-    for f in (TABLE_FILE, META_FILE):
+    for f in ANALYSIS_FILES:
         (dst / f).unlink(missing_ok=True)
     return Run.open(dst)
 
@@ -40,9 +41,14 @@ def test_quick_run_table_summary_and_acceptance_shape(run_copy):
     ph = s.phases
     assert ph.t_mem is not None and ph.t_grok is not None and ph.t_mem <= ph.t_grok
     assert ph.memorisation[1] == ph.circuit_formation[0]
-    # the run's own trainer metrics agree with the recomputed losses at the checkpoints
+    # one-way data path: the saved table holds only what the metrics lack; the losses, accuracies
+    # and squared weights of the returned view are the trainer's own numbers, not recomputed
+    saved_cols = set(load_analysis(run_copy.path)[0].columns)
+    assert not saved_cols & {"train_loss", "test_loss", "train_acc", "test_acc", "sq_total", "sq_embed.W_E"}
+    assert not any(c.startswith("ckpt_") for c in saved_cols)  # the metrics cover every checkpoint
     m = run_copy.metrics().set_index("epoch").loc[eps]
-    assert torch.allclose(torch.tensor(table["test_loss"].values), torch.tensor(m["test_loss"].values), rtol=1e-4)
+    for col in ("train_loss", "test_loss", "test_acc", "sq_total"):
+        assert table[col].tolist() == m[col].tolist()
     # shapes the issue asks of a grokking run
     at = lambda col, e: float(table.loc[table.epoch == e, col].iloc[0])  # noqa: E731
     first_ge = lambda e: int(table.epoch[table.epoch >= e].iloc[0])  # noqa: E731
@@ -72,6 +78,22 @@ def test_incremental_and_recomputed_on_change(run_copy, monkeypatch):
     table, s = analyze(run_copy, progress=False, key_freqs=str(k))
     assert s.computed == n + 1 and s.key_freqs == [k] and s.key_freqs_source == "user"
     assert f"excluded_loss_k{k}" in table.columns
+
+
+def test_run_without_metrics_evaluates_its_checkpoints(run_copy):
+    """No metrics.csv (e.g. an imported model): split losses come from the checkpoints, under ckpt_ names,
+    with the trainer's numerics (so they equal what the trainer logged, to float32 rounding of the logits)."""
+    logged = run_copy.metrics().set_index("epoch")
+    (run_copy.path / METRICS_FILE).unlink()
+    table, s = analyze(run_copy, progress=False, views=False)
+    saved, _ = load_analysis(run_copy.path)
+    assert {"ckpt_train_loss", "ckpt_test_acc", "ckpt_sq_total"} <= set(saved.columns)
+    assert "test_loss" not in saved.columns and "ckpt_test_loss" not in table.columns
+    eps = run_copy.checkpoint_epochs()
+    for col in ("train_loss", "test_loss"):
+        assert torch.allclose(torch.tensor(table[col].values), torch.tensor(logged.loc[eps, col].values), rtol=1e-5)
+    assert table["test_acc"].tolist() == logged.loc[eps, "test_acc"].tolist()
+    assert s.phases.t_grok is not None
 
 
 def test_multiplication_run_is_analysed_in_discrete_log_coordinates(tmp_path):
@@ -124,14 +146,14 @@ def test_bad_input(run_copy, capsys, tmp_path):
     cj = json.loads((weird / "config.json").read_text())
     cj["config"]["task"] = "pow"
     (weird / "config.json").write_text(json.dumps(cj))
-    with pytest.raises(InterpError, match="no Fourier structure"):
+    with pytest.raises(InterpError, match="unknown task 'pow'|no Fourier structure"):
         analyze(weird, progress=False)
     # bad --key-freqs
     assert "out of range" in _one_line_error(capsys, ["analyze", str(run_copy.path), "--key-freqs", "999"])
     assert "integers" in _one_line_error(capsys, ["analyze", str(run_copy.path), "--key-freqs", "3,x"])
     # and once through the real console script, as a user would
     r = run_cli("analyze", str(weird))
-    assert r.returncode != 0 and "no Fourier structure" in r.stderr
+    assert r.returncode != 0 and "'pow'" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 

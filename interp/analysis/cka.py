@@ -88,10 +88,10 @@ def _hsic_unbiased(cross_sq: Tensor, rx_ry: Tensor, Rx: Tensor, Ry: Tensor, N: i
 
 def _prepare(X: Tensor, debiased: bool, energy_tol: float = 0.0) -> _Prepared:
     if X.dim() != 2:
-        raise InterpError(f"CKA needs a [inputs, features] matrix, got shape {tuple(X.shape)}")
+        raise ValueError(f"CKA needs a [inputs, features] matrix, got shape {tuple(X.shape)}")
     N = X.shape[0]
     if debiased and N < 4:
-        raise InterpError("debiased CKA needs at least 4 inputs")
+        raise ValueError("debiased CKA needs at least 4 inputs")
     X = X.detach().to(torch.float64)
     X = X - X.mean(0)
     if energy_tol > 0:
@@ -106,7 +106,7 @@ def _prepare(X: Tensor, debiased: bool, energy_tol: float = 0.0) -> _Prepared:
             X = X @ evecs[:, : max(r, 1)]
     ss = (X.T @ X).pow(2).sum().sqrt()
     if not float(ss) > 0:
-        raise InterpError("CKA of a constant representation is undefined")
+        raise ValueError("CKA of a constant representation is undefined")
     X = X / ss.sqrt()  # now ||X^T X||_F = 1
     rows = X.pow(2).sum(1)
     self_u = float("nan")
@@ -232,7 +232,7 @@ def cka_cross(
     if symmetric:
         load_b, n_b = load_a, n_a
     if n_a == 0 or n_b == 0:
-        raise InterpError("CKA matrix needs at least one checkpoint on each side")
+        raise ValueError("CKA matrix needs at least one checkpoint on each side")
     first = _prepare(load_a(0), debiased, energy_tol)
     N, width = first.X.shape[0], first.X.shape[1]
     Ba = _blocks(n_a, width, N, memory_bytes)

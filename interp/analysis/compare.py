@@ -26,7 +26,9 @@ checkpoint at or after that epoch (the first saved model past the threshold).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -34,14 +36,21 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.analysis import measures as ms
-from interp.analysis.run_table import json_safe
 from interp.analysis.cka import linear_cka
+from interp.analysis.fourier import check_frequencies, frame
+from interp.analysis.representation import (
+    RQI_TOL,
+    RQIResult,
+    embedding_rqi,
+    embedding_spectrum,
+    final_position_activations,
+)
 from interp.errors import InterpError
-from interp.analysis.representation import RQI_TOL, RQIResult, embedding_rqi, embedding_spectrum, final_position_activations
+from interp.analysis.results import json_safe
 from interp.tasks import Split
 
-__all__ = ["Checkpoint", "parse_spec", "resolve_checkpoint", "Side", "Comparison", "compare", "compare_specs",
-           "SHAPE_FIELDS"]
+__all__ = ["Checkpoint", "parse_spec", "resolve_checkpoint", "Side", "Comparison", "ComparisonSummary", "compare",
+           "compare_specs", "output_path", "file_label", "SHAPE_FIELDS"]
 
 # What must match for two models to be compared (the ModelConfig fields that give parameter shapes).
 SHAPE_FIELDS = ("p", "d_model", "n_heads", "d_head", "d_mlp")
@@ -53,17 +62,21 @@ _NAMED_EPOCHS = {"final": "final", "t_mem": "T_mem", "tmem": "T_mem", "t_grok": 
 
 @dataclass
 class Checkpoint:
-    """A model with where it came from. ``split`` / ``task`` come from the run's config;
-    ``note`` says how a named epoch was resolved (e.g. "T_mem = 1130, first checkpoint at or after")."""
+    """A model with where it came from. ``split`` comes from the run; the task is the model's own
+    (``model.cfg.task``). ``note`` says how a named epoch was resolved (e.g. "T_mem = 1130, first
+    checkpoint at or after")."""
 
     model: Any
     label: str
-    task: str = "add"
     split: Optional[Split] = None
     epoch: Optional[int] = None
     run_path: Optional[str] = None
     spec: str = ""
     note: str = ""
+
+    @property
+    def task(self) -> str:
+        return self.model.cfg.task
 
 
 def parse_spec(spec: str) -> tuple[str, Optional[str]]:
@@ -95,6 +108,7 @@ def _threshold_epoch(run, column: str) -> Optional[int]:
     if df is not None and column in df.columns and df[column].notna().any():
         return first_epoch_reaching(df["epoch"], df[column].fillna(-1.0), ACC_THRESHOLD)
     # e.g. an imported legacy run without accuracies: measure the checkpoints themselves
+    from interp.analysis.losses import correct
     from interp.model import Transformer, all_logits
     from interp.store import load_model_state
     from interp.tasks import labels
@@ -105,7 +119,7 @@ def _threshold_epoch(run, column: str) -> Optional[int]:
     model = Transformer(run.model_config)
     for e in run.checkpoint_epochs():
         load_model_state(model, run.load_state_dict(e), str(run.checkpoint_path(e)))
-        if float((all_logits(model)[idx].argmax(-1) == y).double().mean()) >= ACC_THRESHOLD:
+        if float(correct(all_logits(model)[idx], y).double().mean()) >= ACC_THRESHOLD:
             return e
     return None
 
@@ -119,6 +133,14 @@ def resolve_checkpoint(spec: str, device: str = "cpu") -> Checkpoint:
 
     path, when = parse_spec(spec)
     run = Run.open(path)
+    epoch, note = resolve_epoch(run, when, path)
+    model = run.load_model(epoch, device=device)
+    return Checkpoint(model, f"{run.name}@{epoch}", run.split, epoch, str(run.path), spec, note)
+
+
+def resolve_epoch(run, when: Optional[str], path: str = "RUN") -> tuple[int, str]:
+    """The checkpoint epoch that ``when`` (None, an epoch, final, T_mem or T_grok) names in ``run``,
+    and a note on how a named one was resolved; InterpError when there is none."""
     eps = run.checkpoint_epochs()
     if not eps:
         raise InterpError(f"{run.path}: the run has no checkpoints")
@@ -141,12 +163,11 @@ def resolve_checkpoint(spec: str, device: str = "cpu") -> Checkpoint:
         try:
             epoch = int(when)
         except ValueError:
-            raise InterpError(f"bad checkpoint spec {spec!r}: after '@' put an epoch number, final, T_mem or T_grok") from None
+            raise InterpError(f"bad checkpoint spec {path}@{when}: after '@' put an epoch number, final, T_mem or T_grok") from None
         if epoch not in set(eps):
             near = run.nearest_epochs(epoch)
             raise InterpError(f"{run.path} has no checkpoint at epoch {epoch}; nearest available: {', '.join(map(str, near))}")
-    model = run.load_model(epoch, device=device)
-    return Checkpoint(model, f"{run.name}@{epoch}", run.config.task, run.split, epoch, str(run.path), spec, note)
+    return epoch, note
 
 
 # ----------------------------------------------------------------------------- one side
@@ -167,12 +188,12 @@ class Side:
     embedding_energy: Float[Tensor, "k1"]  # share of W_E's non-constant energy per frequency
 
 
-def _as_checkpoint(x, task: str, split: Optional[Split], label: str) -> Checkpoint:
+def _as_checkpoint(x, split: Optional[Split], label: str) -> Checkpoint:
     if isinstance(x, Checkpoint):
         return x
     if not hasattr(x, "cfg") or not hasattr(x, "W_E"):
-        raise InterpError(f"compare needs models or checkpoints, got {type(x).__name__}")
-    return Checkpoint(x, label, task, split)
+        raise TypeError(f"compare needs models or checkpoints, got {type(x).__name__}")
+    return Checkpoint(x, label, split)
 
 
 def _check_shapes(a: Checkpoint, b: Checkpoint, same_shape: bool) -> None:
@@ -187,14 +208,15 @@ def _check_shapes(a: Checkpoint, b: Checkpoint, same_shape: bool) -> None:
 
 
 def _measure(c: Checkpoint, freqs: Optional[list[int]], tol: float) -> tuple[ms.ProgressMeasures, RQIResult, RQIResult, float, Tensor]:
-    pm = ms.progress_measures(c.model, c.task, c.split, key_freqs=freqs)
+    pm = ms.progress_measures(c.model, c.split, key_freqs=freqs)
+    spectrum = embedding_spectrum(c.model)
     planes = freqs if freqs is not None else pm.key_freqs
     if not planes:
         # no frequency to look at: the embedding's strongest one, so the circle RQI is still defined
-        planes = embedding_spectrum(c.model, c.task).top_frequencies(1)
-    rqi = embedding_rqi(c.model, planes, c.task, tol)
-    rqi_lin = embedding_rqi(c.model, None, c.task, tol, chart="linear")
-    return pm, rqi, rqi_lin, float(pm.clusters.fve.double().mean()), embedding_spectrum(c.model, c.task).energy_share()
+        planes = spectrum.top_frequencies(1)
+    rqi = embedding_rqi(c.model, planes, tol)
+    rqi_lin = embedding_rqi(c.model, None, tol, chart="linear")
+    return pm, rqi, rqi_lin, float(pm.clusters.fve.double().mean()), spectrum.energy_share()
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -239,6 +261,17 @@ class Comparison:
             "rows": [{"measure": m, "a": a, "b": b} for m, a, b in self.rows],
         })
 
+    def summary(self) -> "ComparisonSummary":
+        """The plain data a figure or a report shows (JSON round-trip: ``to_dict`` / ``from_dict``)."""
+        sides = (self.a, self.b)
+        return ComparisonSummary(
+            labels=list(self.labels), notes=[s.note for s in sides], epochs=[s.epoch for s in sides],
+            run_paths=[s.run_path for s in sides], rows=[list(r) for r in self.rows],
+            embedding_energy=[s.embedding_energy.tolist() for s in sides],
+            neuron_counts=[s.measures.clusters.sizes(s.measures.threshold).tolist() for s in sides],
+            threshold=self.a.measures.threshold, analysis_freqs=[list(f) for f in self.analysis_freqs],
+            freqs_source=self.freqs_source, cka=dict(self.cka))
+
     def format_table(self) -> str:
         """Plain-text table (what ``interp compare`` prints)."""
         la, lb = self.labels
@@ -258,6 +291,49 @@ class Comparison:
                      "linear: REFERENCE §6 verbatim (integer sums)")
         lines += notes
         return "\n".join(lines)
+
+
+@dataclass
+class ComparisonSummary:
+    """A ``Comparison`` as plain data (labels, notes, the rows, and per side the share of W_E's
+    squared Fourier norm and the clearly assigned neurons per frequency k = 0..n//2). What
+    ``interp.viz`` draws and what the analysis stores (``results.COMPARISON_FILE``)."""
+
+    labels: list[str]
+    notes: list[str]
+    epochs: list[Optional[int]]
+    run_paths: list[Optional[str]]
+    rows: list[list[Any]]
+    embedding_energy: list[list[float]]
+    neuron_counts: list[list[int]]
+    threshold: float
+    analysis_freqs: list[list[int]]
+    freqs_source: str
+    cka: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ComparisonSummary":
+        nan = float("nan")
+        rows = [[m, nan if a is None else a, nan if b is None else b] for m, a, b in d["rows"]]
+        return cls(**{**d, "rows": rows})
+
+
+def output_path(comp: Comparison, suffix: str) -> Path:
+    """Where a comparison is saved by default: ``<run of B>/compare/<A>__<B><suffix>``, the labels
+    made safe as file names (run names may hold anything)."""
+    la, lb = comp.labels
+    base = Path(comp.b.run_path) if comp.b.run_path else Path(".")
+    return base / "compare" / f"{file_label(la)}__{file_label(lb)}{suffix}"
+
+
+def file_label(label: str) -> str:
+    """A checkpoint label as a file-name part: ``run@500`` -> ``run_at_500``; anything but letters,
+    digits, '.', '_' and '-' becomes '_'."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", label.replace("@", "_at_")).strip("._")
+    return s or "checkpoint"
 
 
 def _fmt(v: Any) -> str:
@@ -284,31 +360,28 @@ def _freq_list(fs: Sequence[int]) -> str:
 
 
 def compare(
-    model_a, model_b, task: str = "add", split_a: Optional[Split] = None, split_b: Optional[Split] = None,
+    model_a, model_b, split_a: Optional[Split] = None, split_b: Optional[Split] = None,
     key_freqs: Union[str, Sequence[int]] = "auto", labels: tuple[str, str] = ("A", "B"), same_shape: bool = True,
     rqi_tol: float = RQI_TOL, debiased_cka: bool = False,
 ) -> Comparison:
-    """Compare two models (or ``Checkpoint``s) side by side.
+    """Compare two models (or ``Checkpoint``s) side by side, each in its task's frame.
 
-    ``task`` / ``split_*`` / ``labels`` apply to plain models (a ``Checkpoint`` carries its own);
-    without a split, train and test measures use all inputs. ``key_freqs``: "auto", "own" or a list
+    ``split_*`` / ``labels`` apply to plain models (a ``Checkpoint`` carries its own); without a
+    split, train and test measures use all inputs. ``key_freqs``: "auto", "own" or a list
     (module docstring). ``same_shape``: refuse models whose parameter shapes differ (InterpError);
     with False only p must agree (CKA needs the same inputs; widths may differ).
     """
-    a = _as_checkpoint(model_a, task, split_a, labels[0])
-    b = _as_checkpoint(model_b, task, split_b, labels[1])
+    a = _as_checkpoint(model_a, split_a, labels[0])
+    b = _as_checkpoint(model_b, split_b, labels[1])
     _check_shapes(a, b, same_shape)
-    n = (a.model.cfg.p - 1) if a.task in ("mul", "div") else a.model.cfg.p
+    n = frame(a.task, a.model.cfg.p).n
 
     if isinstance(key_freqs, str):
         if key_freqs not in ("auto", "own"):
             raise InterpError(f"key_freqs must be 'auto', 'own' or a list of frequencies, got {key_freqs!r}")
         source = key_freqs
     else:
-        user = sorted({int(k) for k in key_freqs})
-        for k in user:
-            if not 1 <= k <= n // 2:
-                raise InterpError(f"frequency {k} out of range 1..{n // 2}")
+        user = sorted(check_frequencies(n, key_freqs))
         source = "user"
 
     if source == "user":
@@ -333,7 +406,7 @@ def compare(
         sides.append(Side(c.label, c.epoch, c.run_path, c.note, pm, rqi, rqi_lin, mean_fve, energy))
     sa, sb = sides
 
-    acts_a, acts_b = final_position_activations(a.model), final_position_activations(b.model)
+    acts_a, acts_b = final_position_activations(a.model), final_position_activations(b.model)  # once per model
     cka = {
         "resid": linear_cka(acts_a.resid, acts_b.resid, debiased_cka),
         "mlp": linear_cka(acts_a.mlp, acts_b.mlp, debiased_cka),

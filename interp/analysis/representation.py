@@ -42,7 +42,7 @@ __all__ = [
     "NeuronClusterSummary", "neuron_clusters", "NeuronMaps", "neuron_activation_maps", "AttentionFromEq",
     "attention_from_eq", "NeuronLogitSpectrum", "neuron_logit_spectrum", "RQIResult", "parallelogram_classes",
     "rqi_linear", "rqi_circle", "embedding_rqi", "default_frequencies", "FinalActivations",
-    "final_position_activations", "RQI_TOL",
+    "final_position_activations", "RQI_TOL", "CheckpointViews", "checkpoint_views",
 ]
 
 # REFERENCE §6 (Liu et al. 2022): a parallelogram closes when mean_d (E_i + E_j - E_m - E_n)^2 < 0.01.
@@ -272,9 +272,12 @@ def neuron_activation_maps(model, neurons: Optional[Sequence[int]] = None) -> Ne
     """Activation maps and spectra of ``neurons`` (default: the highest-FVE neuron of every key
     frequency, or the first four neurons when there is no key frequency)."""
     acts = ms.all_pair_activations(model)
+    return _maps(acts, neuron_clusters(model, post=acts.post), neurons)
+
+
+def _maps(acts: ms.AllPairs, cl: NeuronClusterSummary, neurons: Optional[Sequence[int]]) -> NeuronMaps:
     post = acts.post  # [n, n, d_mlp] group order
-    n, d_mlp = post.shape[0], post.shape[2]
-    cl = neuron_clusters(model, post=post)
+    d_mlp = post.shape[2]
     if neurons is None:
         picks = [int(cl.members(k)[0]) for k in cl.key_freqs]
         neurons = picks if picks else list(range(min(4, d_mlp)))
@@ -546,3 +549,34 @@ def final_position_activations(model, chunk_rows: Optional[int] = None) -> Final
     parts = [eq_activations(P, model.cfg, a[None, i:i + step], b[None, i:i + step], resid=True)
              for i in range(0, p * p, step)]
     return FinalActivations(torch.cat([x.resid[0] for x in parts]), torch.cat([x.post[0] for x in parts]))
+
+
+# ----------------------------------------------------------------------------- everything a report shows
+
+
+@dataclass
+class CheckpointViews:
+    """The single-checkpoint views of one model, computed together (the activations on all inputs
+    once): what ``interp.viz.checkpoint`` draws and what the analysis stores for the report.
+
+    ``circles`` are on ``freqs`` (given, else ``default_frequencies``); ``maps`` show the clearest
+    neuron of each key frequency.
+    """
+
+    spectrum: EmbeddingSpectrum
+    clusters: NeuronClusterSummary
+    circles: list[Circle]
+    maps: NeuronMaps
+    attention: AttentionFromEq
+    logit_spectrum: NeuronLogitSpectrum
+
+
+def checkpoint_views(model, freqs: Optional[Sequence[int]] = None) -> CheckpointViews:
+    """Every single-checkpoint view of ``model`` (in its task's frame), sharing one pass over all inputs."""
+    acts = ms.all_pair_activations(model)
+    clusters = neuron_clusters(model, post=acts.post)
+    spectrum = embedding_spectrum(model)
+    if freqs is None:  # default_frequencies, from what is already computed
+        freqs = clusters.key_freqs or ms.embedding_frequencies(spectrum.freq_norms) or spectrum.top_frequencies(1)
+    return CheckpointViews(spectrum, clusters, embedding_circles(model, freqs), _maps(acts, clusters, None),
+                           attention_from_eq(model), neuron_logit_spectrum(model))

@@ -1,10 +1,14 @@
-"""Analyse every checkpoint of a run: progress measures, key frequencies and phases.
+"""Analyse every checkpoint of a run: progress measures, key frequencies, phases, report views.
 
-``analyze(run)`` computes ``interp.analysis.measures.progress_measures`` at every checkpoint and saves one
-table in the run directory:
+``analyze(run)`` computes ``interp.analysis.measures.progress_measures`` at every checkpoint and saves
+in the run directory (file names in ``interp.analysis.results``):
 
-    analysis.csv    one row per checkpoint (columns: see ``TABLE_COLUMNS_DOC``)
+    analysis.csv    one row per checkpoint (columns: see ``TABLE_COLUMNS_DOC``): only what the
+                    trainer's metrics.csv does not have; split losses and accuracies, and squared
+                    weights, stay in metrics.csv (``checkpoint_table`` joins the two)
     analysis.json   definitions version, the key frequencies used, and the summary
+
+and then what the report needs from models (``interp.analysis.run_views``).
 
 It is incremental: a second call computes only checkpoints that are not in the table yet. The
 whole table is recomputed when ``measures.DEFINITIONS_VERSION`` changes, when the frequencies used
@@ -17,8 +21,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -26,17 +29,20 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from interp.analysis import measures as ms
-from interp.errors import InterpError
-from interp.analysis.fourier import frame
+from interp.analysis.fourier import check_frequencies, frame, parse_frequencies
 from interp.analysis.phases import Phases, find_phases
+from interp.analysis.results import META_FILE, TABLE_FILE, json_safe, write_json  # noqa: F401 - re-exported
+from interp.errors import InterpError
+from interp.store import atomic_write_bytes
 
-TABLE_FILE = "analysis.csv"
-META_FILE = "analysis.json"
+# The trainer's per-epoch columns that the checkpoint view takes from metrics.csv.
+METRIC_COLUMNS = ("train_loss", "test_loss", "train_acc", "test_acc", "sq_total")
+# A run whose metrics lack them at a checkpoint (an imported model) gets them evaluated from the
+# checkpoint (interp.analysis.losses, the trainer's numerics) under these names.
+EVAL_PREFIX = "ckpt_"
 
 TABLE_COLUMNS_DOC = """\
 epoch                      checkpoint epoch
-train_loss, test_loss      cross-entropy on the stored split (float64-accurate, see measures.cross_entropy)
-train_acc, test_acc        accuracy on the split
 restricted_loss            logits restricted to cos/sin k(a+b) of the key frequencies (+ per-output mean), all inputs
 restricted_loss_test       the same on the test inputs
 excluded_loss              key-frequency components removed, train inputs
@@ -47,10 +53,11 @@ n_key_freqs, key_freqs     this checkpoint's own key frequencies (space separate
 embedding_freqs            frequencies strong in W_E's Fourier norms (cross-check)
 cos_fve                    fraction of logit variance explained by the key cos(w(a+b-c)) terms
 cos_coef_k{k}              amplitude of cos(w_k(a+b-c)) in the logits, per key frequency
-sq_total, sq_<param>       sum of squared weights, total and per parameter
 neurons_k{k}               neurons clearly assigned (FVE > threshold) to frequency k, k = 1..n//2
 emb_norm_k{k}              norm of W_E's Fourier components of frequency k, k = 0..n//2
 wl_norm_k{k}               norm of W_L's Fourier components of frequency k, k = 0..n//2
+ckpt_train_loss, ...       only where metrics.csv lacks a checkpoint's train/test loss, accuracy or
+                           sq_total: those evaluated from the checkpoint (ckpt_ + the metrics name)
 """
 
 
@@ -95,20 +102,6 @@ def _open(run_or_path):
     return run_or_path if isinstance(run_or_path, Run) else Run.open(run_or_path)
 
 
-def _parse_freqs(key_freqs) -> Optional[list[int]]:
-    if key_freqs is None:
-        return None
-    if isinstance(key_freqs, str):
-        try:
-            key_freqs = [int(x) for x in key_freqs.replace(" ", ",").split(",") if x.strip()]
-        except ValueError:
-            raise InterpError(f"key frequencies must be integers separated by commas, got {key_freqs!r}") from None
-    out = sorted({int(k) for k in key_freqs})
-    if not out:
-        raise InterpError("key frequency list is empty")
-    return out
-
-
 def _freq_str(v) -> str:
     """Frequencies as saved in the table: space-separated integers ('' for none; CSV reads NaN)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -128,14 +121,39 @@ def _read_saved(path: Path) -> tuple[Optional[pd.DataFrame], dict]:
         return None, {}
     try:
         return pd.read_csv(table), json.loads(meta.read_text())
-    except Exception:  # noqa: BLE001 - a damaged cache is simply recomputed
+    except (OSError, ValueError, pd.errors.ParserError):  # a damaged cache is simply recomputed
         return None, {}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    from interp.store import atomic_write_bytes
+def _metrics(run) -> Optional[pd.DataFrame]:
+    try:
+        return run.metrics()
+    except InterpError:
+        return None
 
-    atomic_write_bytes(path, data)
+
+def _covered_epochs(metrics: Optional[pd.DataFrame]) -> set[int]:
+    """Epochs at which the trainer's metrics hold every column of ``METRIC_COLUMNS``."""
+    if metrics is None or not set(METRIC_COLUMNS) <= set(metrics.columns):
+        return set()
+    ok = metrics[list(METRIC_COLUMNS)].notna().all(axis=1)
+    return {int(e) for e in metrics.loc[ok, "epoch"]}
+
+
+def checkpoint_table(table: pd.DataFrame, metrics: Optional[pd.DataFrame]) -> pd.DataFrame:
+    """The analysis table joined with the trainer's metrics at the checkpoint epochs: one row per
+    checkpoint with every analysis column and ``train_loss``, ``test_loss``, ``train_acc``,
+    ``test_acc``, ``sq_total`` and ``sq_<param>`` from metrics.csv (the ``ckpt_`` values where the
+    metrics lack them). What phases, summaries and figures read."""
+    view = table.copy()
+    if metrics is not None and len(metrics):
+        cols = ["epoch"] + [c for c in metrics.columns if c in METRIC_COLUMNS or str(c).startswith("sq_")]
+        view = view.merge(metrics[cols].drop_duplicates("epoch", keep="last"), on="epoch", how="left")
+    for col in METRIC_COLUMNS:
+        ev = EVAL_PREFIX + col
+        if ev in view.columns:
+            view[col] = view[col].fillna(view[ev]) if col in view.columns else view[ev]
+    return view.drop(columns=[c for c in view.columns if str(c).startswith(EVAL_PREFIX)])
 
 
 def analyze(
@@ -144,34 +162,52 @@ def analyze(
     progress: bool = True,
     recompute: bool = False,
     save: bool = True,
+    views: bool = True,
 ) -> tuple[pd.DataFrame, AnalysisSummary]:
-    """Progress measures at every checkpoint of a run, its key frequencies and phases.
+    """Progress measures at every checkpoint of a run, its key frequencies, phases and report views.
 
     ``run_or_path``: a ``store.Run`` or a run directory. ``key_freqs``: frequencies for restricted /
-    excluded loss (default: the key frequencies of the final checkpoint). Returns the table (one
-    row per checkpoint, sorted by epoch) and an ``AnalysisSummary``; saves both in the run
-    directory (``analysis.csv``, ``analysis.json``) unless ``save`` is False.
+    excluded loss (default: the key frequencies of the final checkpoint; a string like "14,35,41"
+    is parsed by ``fourier.parse_frequencies``). Returns ``checkpoint_table`` (one row per checkpoint,
+    sorted by epoch, the analysis joined with the trainer's metrics) and an ``AnalysisSummary``; saves
+    the analysis table and summary in the run directory unless ``save`` is False, and with ``views``
+    (and ``save``) the report's views (``run_views.update_views``).
     """
     from interp.model import Transformer
     from interp.store import load_model_state
+    from interp.training.loop import retain_freed_memory
 
+    retain_freed_memory()  # the sweep allocates MBs per chunk: page faults otherwise cost ~half of it
     run = _open(run_or_path)
     cfg = run.config
     n = frame(cfg.task, cfg.p).n  # a task without Fourier structure fails here, before any work
     epochs = run.checkpoint_epochs()
     if not epochs:
         raise InterpError(f"{run.path}: the run has no checkpoints to analyse")
-    user_freqs = _parse_freqs(key_freqs)
-    bad = [k for k in user_freqs or [] if not 1 <= k <= n // 2]
-    if bad:
-        raise InterpError(f"key frequency {bad[0]} out of range 1..{n // 2} for {cfg.task} mod {cfg.p}")
+    if isinstance(key_freqs, str):
+        key_freqs = parse_frequencies(key_freqs)
+    user_freqs = sorted(check_frequencies(n, key_freqs, f"{cfg.task} mod {cfg.p}")) if key_freqs is not None else None
+    if user_freqs is not None and not user_freqs:
+        raise InterpError("key frequency list is empty")
     split = run.split
     layout = ms.make_layout(cfg.task, cfg.p, split)
     model = Transformer(run.model_config)
+    metrics = _metrics(run)
+    covered = _covered_epochs(metrics)
 
-    def measure(epoch: int, freqs: Optional[list[int]]) -> ms.ProgressMeasures:
+    measured: list[int] = []
+
+    def measure(epoch: int, freqs: Optional[list[int]]) -> dict:
+        measured.append(epoch)
         load_model_state(model, run.load_state_dict(epoch), str(run.checkpoint_path(epoch)))
-        return ms.progress_measures(model, cfg.task, split, key_freqs=freqs, layout=layout)
+        evaluate = epoch not in covered
+        pm = ms.progress_measures(model, split, key_freqs=freqs, layout=layout, split_losses=evaluate)
+        row = {"epoch": epoch, **pm.row()}
+        if evaluate:  # the metrics lack this checkpoint: its losses from the checkpoint itself
+            vals = {"train_loss": pm.train_loss, "test_loss": pm.test_loss, "train_acc": pm.train_acc,
+                    "test_acc": pm.test_acc, "sq_total": pm.sq_weights["total"]}
+            row.update({EVAL_PREFIX + k: v for k, v in vals.items()})
+        return row
 
     base_sig = {
         "definitions_version": ms.DEFINITIONS_VERSION,
@@ -187,6 +223,9 @@ def analyze(
         for r in saved.values():
             for col in ("key_freqs", "embedding_freqs"):
                 r[col] = _freq_str(r.get(col))
+            if int(r["epoch"]) not in covered and not math.isfinite(float(r.get(EVAL_PREFIX + "test_loss", math.nan))):
+                r.clear()  # the metrics lost this checkpoint since: measure it again
+        saved = {e: r for e, r in saved.items() if r}
 
     # The final checkpoint decides the default key frequencies: read them from the saved table, or
     # measure that checkpoint first.
@@ -195,9 +234,8 @@ def analyze(
     if final_epoch in saved:
         final_keys = _split_freqs(saved[final_epoch]["key_freqs"])
     else:
-        fm = measure(final_epoch, user_freqs)
-        final_keys = fm.key_freqs
-        rows[final_epoch] = {"epoch": final_epoch, **fm.row()}  # measured with the frequencies used below
+        rows[final_epoch] = measure(final_epoch, user_freqs)  # measured with the frequencies used below
+        final_keys = _split_freqs(rows[final_epoch]["key_freqs"])
     used = user_freqs if user_freqs is not None else final_keys
     signature = {**base_sig, "key_freqs": used}
     if meta.get("signature") == signature:
@@ -206,21 +244,17 @@ def analyze(
                 rows[e] = r
     todo = [e for e in epochs if e not in rows]
     for e in tqdm(todo, desc=f"analyse {cfg.run_name}", unit="ckpt", disable=not progress or not todo, dynamic_ncols=True):
-        rows[e] = {"epoch": e, **measure(e, used).row()}
-    computed = len(todo) + (0 if final_epoch in saved else 1)
+        rows[e] = measure(e, used)
+    computed = len(measured)
     table = pd.DataFrame([rows[e] for e in epochs])
     for col in ("key_freqs", "embedding_freqs"):
         table[col] = [_freq_str(v) for v in table[col]]
 
-    metrics = None
-    try:
-        metrics = run.metrics()
-    except InterpError:
-        pass
-    phases = find_phases(table, metrics)
-    last = table.iloc[-1]
+    view = checkpoint_table(table, metrics)
+    phases = find_phases(view, metrics)
+    last = view.iloc[-1]
     final_vals = {
-        k: float(last[k])
+        k: float(last[k]) if k in last.index else math.nan
         for k in ("train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "restricted_loss_test",
                   "excluded_loss", "gini_W_E", "gini_W_L", "frac_neurons_fve", "sq_total", "cos_fve")
     }
@@ -234,27 +268,38 @@ def analyze(
     if save:
         buf = io.StringIO()
         table.to_csv(buf, index=False)
-        _atomic_write(run.path / TABLE_FILE, buf.getvalue().encode())
-        body = {"signature": signature, "columns": TABLE_COLUMNS_DOC, "summary": summary.to_dict()}
-        _atomic_write(run.path / META_FILE, (json.dumps(json_safe(body), indent=2) + "\n").encode())
-    return table, summary
+        atomic_write_bytes(run.path / TABLE_FILE, buf.getvalue().encode())
+        write_json(run.path / META_FILE, {"signature": signature, "columns": TABLE_COLUMNS_DOC,
+                                          "summary": summary.to_dict()})
+        if views:
+            from interp.analysis.run_views import update_views
+
+            update_views(run, summary, progress)
+    return view, summary
 
 
-def json_safe(o):
-    """JSON-safe copy: NaN / inf become null (strict JSON has no NaN)."""
-    if isinstance(o, dict):
-        return {str(k): json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [json_safe(v) for v in o]
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if hasattr(o, "item") and not isinstance(o, (str, bytes)):
-        return json_safe(o.item())
-    return o
+def load_summary(run_or_path) -> AnalysisSummary:
+    """The summary saved by ``analyze`` (InterpError if there is none)."""
+    run = _open(run_or_path)
+    _, meta = _read_saved(run.path)
+    if "summary" not in meta:
+        raise InterpError(f"{run.path}: no analysis saved yet; run `interp analyze {run.path}`")
+    d = dict(meta["summary"])
+    ph = d.pop("phases")
+    for k in ("T_mem", "T_grok"):
+        d.pop(k, None)
+    ph.pop("boundaries", None)
+    for k in ("memorisation", "circuit_formation", "cleanup"):
+        ph[k] = tuple(ph[k]) if ph[k] is not None else None
+    d["final"] = {k: (math.nan if v is None else v) for k, v in d["final"].items()}
+    if isinstance(d["final"].get("excluded_loss_per_freq"), dict):
+        d["final"]["excluded_loss_per_freq"] = {int(k): v for k, v in d["final"]["excluded_loss_per_freq"].items()}
+    return AnalysisSummary(phases=Phases(**ph), **d)
 
 
 def load_analysis(run_or_path) -> tuple[pd.DataFrame, dict]:
-    """The saved table and JSON of a run analysed before (InterpError if there is none)."""
+    """The saved table (as saved: analysis columns only) and JSON of a run analysed before
+    (InterpError if there is none)."""
     run = _open(run_or_path)
     table, meta = _read_saved(run.path)
     if table is None:
