@@ -8,24 +8,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import sys
 import typing
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from interp.config import RESUME_OVERRIDABLE
 from interp.errors import InterpError
-
-# Fields that do not change the trajectory so far (not in the config hash): a resumed run may
-# be trained longer, stop at another point after grokking, or move to another device.
-RESUME_OVERRIDABLE = {"epochs", "stop_after_grok", "device"}
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line."""
+    """argparse that reports usage errors as one line (``interp: error: train: ...``)."""
 
     def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
-        raise InterpError(f"{self.prog}: {message}")
+        sub = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        raise InterpError(f"{sub}: {message}" if sub else message)
 
 
 def _flag(name: str) -> str:
@@ -43,35 +42,93 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
                            help=f"(default {f.default})")
             continue
         base = [a for a in typing.get_args(t) if a is not type(None)][0] if typing.get_origin(t) is typing.Union else t
-        p.add_argument(_flag(f.name), dest=f.name, type=base, default=None, metavar=base.__name__.upper(),
+        p.add_argument(_flag(f.name), dest=f.name, type=_lenient(base), default=None, metavar=base.__name__.upper(),
                        help=f"(default {f.default})")
+
+
+def _lenient(base: type):
+    """Parse a flag value as its field's type where it is one, and otherwise pass it on as given
+    (``2.5`` for an int field, ``abc`` for a number): TrainConfig then refuses it with the same
+    message as the Python API (``epochs must be an integer, got 2.5``)."""
+    if base is str:
+        return str
+
+    def parse(text: str):
+        for conv in ((int, float) if base is int else (float,)):
+            try:
+                return conv(text)
+            except ValueError:
+                pass
+        return text
+
+    parse.__name__ = base.__name__
+    return parse
+
+
+def _explicit_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the flags given on the command line, those plus the preset's fields)."""
+    from interp.config import PRESETS, TrainConfig
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    return given, {**(PRESETS[args.preset] if args.preset else {}), **given}
+
+
+def _resume(path: Path, overrides: dict[str, Any], progress: bool):
+    """Continue the run in ``path`` after ``store.verify_resumable`` found nothing wrong."""
+    from interp.store import verify_resumable
+    from interp.training.loop import train
+
+    verify_resumable(path, overrides)
+    return train(None, path, resume=True, progress=progress, overrides=overrides or None)  # type: ignore[arg-type]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from interp.config import TrainConfig, preset
+    from interp.store import CONFIG_FILE, Run, config_differences, is_unstarted, new_run_dir
     from interp.training.loop import train
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    overrides, explicit = _explicit_config(args)
+    progress = not args.no_progress
     if args.resume:
-        fixed = sorted(set(overrides) - RESUME_OVERRIDABLE)
+        # nothing the user typed is ignored: --preset / --out / --resume-if-exists name another run
+        # or config, and only the fields of RESUME_OVERRIDABLE may change
+        for flag, given in (("--preset", args.preset), ("--out", args.out), ("--resume-if-exists", args.resume_if_exists)):
+            if given:
+                raise InterpError(f"--resume {args.resume} continues that run with its saved config; drop {flag}")
+        fixed = sorted(set(overrides) - set(RESUME_OVERRIDABLE))
         if fixed:
-            raise InterpError(f"--resume continues a run with its saved config; only {', '.join(_flag(k) for k in sorted(RESUME_OVERRIDABLE))} "
+            raise InterpError(f"--resume continues a run with its saved config; only {', '.join(_flag(k) for k in RESUME_OVERRIDABLE)} "
                               f"may change, drop {', '.join(_flag(k) for k in fixed)}")
-        run = train(None, args.resume, resume=True, progress=not args.no_progress, overrides=overrides)  # type: ignore[arg-type]
+        run = _resume(Path(args.resume), overrides, progress)
+        print(f"run saved in {run.path}")
+        return 0
+    cfg = preset(args.preset, **overrides) if args.preset else TrainConfig(**overrides)
+    out = Path(args.out) if args.out else Path("checkpoints") / cfg.run_name
+    if args.resume_if_exists and (out / CONFIG_FILE).exists() and not is_unstarted(out):
+        saved = Run.open(out).config
+        # every flag (and preset field) must agree with the saved run, except those a resume may change
+        differ = [k for k, v in explicit.items() if k not in RESUME_OVERRIDABLE and getattr(saved, k) != v]
+        if differ:
+            diffs = config_differences({k: getattr(saved, k) for k in differ}, {k: explicit[k] for k in differ})
+            raise InterpError(f"--resume-if-exists: {out} holds a run with another config ({'; '.join(diffs)}); "
+                              "drop those flags to resume it, or choose another --out")
+        changes = {k: v for k, v in explicit.items() if k in RESUME_OVERRIDABLE and getattr(saved, k) != v}
+        if changes:
+            print(f"resuming {out} with " + ", ".join(f"{k}={v!r} (was {getattr(saved, k)!r})" for k, v in changes.items()))
+        run = _resume(out, changes, progress)
     else:
-        cfg = preset(args.preset, **overrides) if args.preset else TrainConfig(**overrides)
-        cfg.validate()
-        out = Path(args.out) if args.out else Path("checkpoints") / cfg.run_name
-        resume = bool(args.resume_if_exists and (out / "config.json").exists())
-        run = train(cfg, out, resume=resume, progress=not args.no_progress)
+        with new_run_dir(out):
+            run = train(cfg, out, resume=False, progress=progress)
     print(f"run saved in {run.path}")
     return 0
 
 
 def run_summary(path: str) -> dict[str, Any]:
-    """What ``interp info`` shows, as a dict."""
-    from interp.store import Run
-    from interp.training.loop import first_epoch_reaching
+    """What ``interp info`` shows, as a dict. T_mem / T_grok come from ``interp.analysis.phases``
+    (first epoch with train / test accuracy >= its threshold); for a run without accuracy history
+    (imported paper files) both are ``store.NO_ACCURACY_HISTORY``."""
+    from interp.analysis.phases import first_epoch_reaching
+    from interp.store import NO_ACCURACY_HISTORY, Run
 
     run = Run.open(path)
     eps = run.checkpoint_epochs()
@@ -85,8 +142,13 @@ def run_summary(path: str) -> dict[str, Any]:
         last = df.iloc[-1]
         out["epochs_trained"] = int(last["epoch"])
         out["final"] = {k: float(last[k]) for k in ("train_loss", "test_loss", "train_acc", "test_acc", "sq_total")}
-        out["T_mem"] = first_epoch_reaching(df, "train_acc")
-        out["T_grok"] = first_epoch_reaching(df, "test_acc")
+        if run.accuracy_history:
+            out["T_mem"] = first_epoch_reaching(df["epoch"], df["train_acc"])
+            out["T_grok"] = first_epoch_reaching(df["epoch"], df["test_acc"])
+        else:
+            out["T_mem"] = out["T_grok"] = NO_ACCURACY_HISTORY
+    if run.extra:
+        out.update({k: v for k, v in run.extra.items() if k in ("import", "history")})
     return out
 
 
@@ -109,14 +171,28 @@ def cmd_info(args: argparse.Namespace) -> int:
               f"train acc {f['train_acc']:.4f}  test acc {f['test_acc']:.4f}  sum sq weights {f['sq_total']:.1f}")
         print(f"T_mem         {s['T_mem'] if s['T_mem'] is not None else 'not reached'}  (train acc >= 0.99)")
         print(f"T_grok        {s['T_grok'] if s['T_grok'] is not None else 'not reached'}  (test acc >= 0.99)")
+    if "history" in s:
+        for note in s["history"].get("notes", []):
+            print(f"history       {note}")
+    if "import" in s:
+        imp = s["import"]
+        print(f"imported      {imp.get('file')} ({imp.get('format')} format)")
+        if imp.get("from_file"):
+            print("  from file   " + ", ".join(f"{k}={v}" for k, v in imp["from_file"].items()))
+        if imp.get("assumed"):
+            print("  assumed     " + ", ".join(f"{k}={v}" for k, v in imp["assumed"].items()))
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from interp.legacy import import_run
 
+    from interp.store import check_name, sanitize_name
+
     src = Path(args.file)
-    out = Path(args.out) if args.out else Path("checkpoints") / (args.name or src.stem)
+    if args.name is not None:
+        check_name(args.name, "--name")
+    out = Path(args.out) if args.out else Path("checkpoints") / (args.name or sanitize_name(src.stem))
     run = import_run(src, out, run_name=args.name)
     print(f"imported {src} -> {run.path} (epoch {run.checkpoint_epochs()[-1]})")
     return 0
@@ -278,7 +354,10 @@ def _register_report(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from interp import __version__
+
     parser = Parser(prog="interp", description="Train and dissect grokking transformers on modular arithmetic.")
+    parser.add_argument("--version", action="version", version=f"interp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("train", help="train a run (canonical config by default)")
@@ -310,13 +389,35 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+        return code
     except InterpError as e:
-        print(f"interp: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
+    except BrokenPipeError:
+        # `interp info RUN | head -1`: the reader left; end quietly like other command-line tools
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the closed pipe
+    except OSError as e:
+        # the machine refused (full disk, read-only or missing location, name too long): one line
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"{where}{e.strerror or e}")
     except KeyboardInterrupt:
         print("interp: interrupted (saved checkpoints are intact; continue with --resume)", file=sys.stderr)
         return 130
+
+
+def _fail(message: str) -> int:
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    try:
+        print(f"interp: error: {first}", file=sys.stderr)
+    except OSError:
+        pass
+    return 2
 
 
 if __name__ == "__main__":

@@ -11,11 +11,77 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from interp.errors import InterpError
 from interp.tasks import validate_task
+
+
+# Bounds that refuse absurd values up front (before any directory is created).
+MAX_SEED = 2**63 - 1
+MAX_P = 2000  # p^2 pairs are evaluated at once
+MAX_LR = 10.0
+MAX_INIT_STD = 10.0
+MAX_EPOCHS = 10_000_000
+
+
+def check_field_types(cfg: Any) -> None:
+    """Refuse a field whose value does not have its declared type (``"p": "31"``, ``epochs=2.5``,
+    ``"train_biases": "yes"``) and a non-finite float. Ints are accepted for float fields; bools
+    are not numbers here."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        t = hints[f.name]
+        optional = typing.get_origin(t) is typing.Union and type(None) in typing.get_args(t)
+        if optional:
+            if v is None:
+                continue
+            t = [a for a in typing.get_args(t) if a is not type(None)][0]
+        if t is bool:
+            ok, what = isinstance(v, bool), "true or false"
+        elif t is int:
+            ok, what = isinstance(v, int) and not isinstance(v, bool), "an integer"
+        elif t is float:
+            ok, what = isinstance(v, (int, float)) and not isinstance(v, bool), "a number"
+            if ok and not math.isfinite(v):
+                raise InterpError(f"{f.name} must be a finite number, got {v}")
+        elif t is str:
+            ok, what = isinstance(v, str), "a string"
+        else:  # pragma: no cover - every field has one of the types above
+            continue
+        if not ok:
+            raise InterpError(f"{f.name} must be {what}{' or null' if optional else ''}, got {v!r}")
+
+
+def check_name(name: Any, what: str = "name") -> str:
+    """A run name must be a safe single file name; the rule lives in ``interp.store.check_name``."""
+    from interp.store import check_name as store_check_name
+
+    return store_check_name(name, what)
+
+
+def check_device_name(name: str) -> None:
+    if not (name == "cpu" or re.fullmatch(r"cuda(:\d+)?", name)):
+        raise InterpError(f"device must be 'cpu' or 'cuda[:N]', got {name!r}")
+
+
+def resolve_device(name: str) -> str:
+    """The one device check every command uses (train, compare, analysis): ``name`` if it can be
+    used here, else an InterpError (``cuda`` without CUDA, a CUDA index that does not exist)."""
+    check_device_name(name)
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InterpError(f"device {name!r} requested but CUDA is not available on this machine")
+        idx = int(name.split(":")[1]) if ":" in name else 0
+        if idx >= torch.cuda.device_count():
+            raise InterpError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return name
 
 
 @dataclass(frozen=True)
@@ -45,9 +111,15 @@ class ModelConfig:
     def d_vocab_out(self) -> int:
         return self.p
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        if not isinstance(self.p, int) or self.p < 2:
+        check_field_types(self)
+        if self.p < 2:
             raise InterpError(f"p must be an integer >= 2, got {self.p!r}")
+        if self.p > MAX_P:
+            raise InterpError(f"p must be at most {MAX_P}, got {self.p}")
         validate_task(self.task, self.p)
         for name in ("d_model", "n_heads", "d_head", "d_mlp"):
             v = getattr(self, name)
@@ -134,26 +206,43 @@ class TrainConfig:
     def resolved_init_std(self) -> float:
         return self.init_std if self.init_std is not None else 0.8 / math.sqrt(self.d_model)
 
+    def __post_init__(self) -> None:
+        # validated when built, so the Python API fails exactly like the command line
+        self.validate()
+
     def validate(self) -> "TrainConfig":
+        check_field_types(self)
+        check_name(self.run_name, "run_name")
         self.model_config().validate()
+        for name in ("seed", "data_seed"):
+            v = getattr(self, name)
+            if not (0 <= v <= MAX_SEED):
+                raise InterpError(f"{name} must lie in [0, 2**63 - 1], got {v}")
         if not (0.0 < self.frac_train < 1.0):
             raise InterpError(f"frac_train must lie strictly between 0 and 1, got {self.frac_train}")
-        if not (self.lr > 0):
-            raise InterpError(f"lr must be > 0, got {self.lr}")
+        n_train = int(self.frac_train * self.p * self.p)  # the split's rule (interp.tasks.make_split)
+        if n_train < 1 or n_train >= self.p * self.p:
+            raise InterpError(f"frac_train={self.frac_train} leaves an empty train or test set for p={self.p}")
+        if not (0 < self.lr <= MAX_LR):
+            raise InterpError(f"lr must be > 0 and at most {MAX_LR:g}, got {self.lr}")
         if not (self.weight_decay >= 0):
             raise InterpError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.lr * self.weight_decay >= 1:
+            # every optimiser here shrinks the weights by (1 - lr * weight_decay) per step
+            raise InterpError(f"lr * weight_decay must be < 1 (each step scales the weights by 1 - lr * weight_decay), "
+                              f"got lr={self.lr}, weight_decay={self.weight_decay}")
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
             if not (0.0 <= v < 1.0):
                 raise InterpError(f"{name} must lie in [0, 1), got {v}")
-        if self.epochs < 1:
-            raise InterpError(f"epochs must be >= 1, got {self.epochs}")
+        if not (1 <= self.epochs <= MAX_EPOCHS):
+            raise InterpError(f"epochs must lie in [1, {MAX_EPOCHS:,}], got {self.epochs}")
         if self.checkpoint_every < 1:
             raise InterpError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.warmup_steps < 0:
             raise InterpError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.init_std is not None and not (self.init_std > 0):
-            raise InterpError(f"init_std must be > 0, got {self.init_std}")
+        if self.init_std is not None and not (0 < self.init_std <= MAX_INIT_STD):
+            raise InterpError(f"init_std must be > 0 and at most {MAX_INIT_STD:g}, got {self.init_std}")
         if self.stop_after_grok is not None and self.stop_after_grok < 0:
             raise InterpError(f"stop_after_grok must be >= 0, got {self.stop_after_grok}")
         if self.eval_every < 1:
@@ -164,10 +253,7 @@ class TrainConfig:
             raise InterpError(f"init_scale must lie in (0, 1e6), got {self.init_scale}")
         if self.target_norm is not None and not (0 < self.target_norm < 1e12):
             raise InterpError(f"target_norm must lie in (0, 1e12), got {self.target_norm}")
-        if not self.run_name or "/" in self.run_name:
-            raise InterpError(f"run_name must be a non-empty name without '/', got {self.run_name!r}")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise InterpError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        check_device_name(self.device)
         return self
 
     def checkpoint_epochs(self) -> list[int]:
@@ -188,19 +274,28 @@ class TrainConfig:
             raise InterpError(f"unknown config field(s): {', '.join(sorted(unknown))}")
         return cls(**d)
 
-    def config_hash(self) -> str:
-        """Hash of the fields that determine the trajectory (not run_name, device, notes, epochs)."""
+    def hashed_fields(self) -> dict[str, Any]:
+        """The fields that determine the trajectory (what ``config_hash`` hashes)."""
         d = self.to_dict()
-        for k in ("run_name", "device", "notes", "epochs", "stop_after_grok", "eval_every"):
+        for k in NOT_HASHED:
             d.pop(k)
         # fields added after format 1 enter the hash only when set, so earlier runs keep their hash
         for k, default in HASH_IF_SET.items():
             if d[k] == default:
                 d.pop(k)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return d
+
+    def config_hash(self) -> str:
+        """Hash of the fields that determine the trajectory (not run_name, device, notes, epochs)."""
+        return hashlib.sha256(json.dumps(self.hashed_fields(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
+# Fields outside the config hash: they do not change the trajectory so far.
+NOT_HASHED = ("run_name", "device", "notes", "epochs", "stop_after_grok", "eval_every")
+# The one definition of "fields that may change on resume": a resumed run may be trained longer,
+# stop at another point after grokking, evaluate at another interval or move to another device.
+RESUME_OVERRIDABLE = ("epochs", "stop_after_grok", "device", "eval_every")
 HASH_IF_SET = {"optimizer": "adamw", "init_scale": 1.0, "constant_norm": False, "target_norm": None}
 
 PRESETS: dict[str, dict[str, Any]] = {

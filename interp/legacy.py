@@ -7,6 +7,15 @@
 * Export: ``to_bridge(model)`` builds ``TransformerBridge.boot_native(cfg)`` and loads the weights
   through ``convert_tl_checkpoint``.
 
+``import_run`` turns a file into a run directory and keeps its history: paper files record the
+train loss every epoch and the test loss every k epochs (k inferred from the counts, stated in
+config.json's ``history``); each loss is placed at the epoch it was recorded at. The file's own
+``config`` dict supplies lr, weight decay, p, task, frac_train and seed where present; config.json's
+``import`` block lists what came from the file (``from_file``), from the weights
+(``from_weights``) and what was assumed (``assumed``: the paper code's defaults, REFERENCE §1).
+Accuracies are not recorded by paper files, so ``history.accuracy`` is false and T_mem / T_grok
+are ``store.NO_ACCURACY_HISTORY``.
+
 Files are read with ``torch.load(weights_only=True)``: nothing is unpickled beyond tensors and
 plain containers.
 """
@@ -14,7 +23,8 @@ plain containers.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,7 +33,19 @@ import torch
 from interp.config import ModelConfig, TrainConfig
 from interp.errors import InterpError
 from interp.model import Transformer
-from interp.store import METRICS_FILE, BASE_METRICS, CKPT_DIR, MetricsWriter, Run, save_checkpoint, write_config, write_split
+from interp.store import (
+    BASE_METRICS,
+    CKPT_DIR,
+    METRICS_FILE,
+    MetricsWriter,
+    Run,
+    check_name,
+    new_run_dir,
+    sanitize_name,
+    save_checkpoint,
+    write_config,
+    write_split,
+)
 from interp.tasks import Split
 
 
@@ -34,6 +56,8 @@ class Imported:
     epoch: Optional[int]
     train_losses: Optional[list[float]] = None
     test_losses: Optional[list[float]] = None
+    config: dict[str, Any] = field(default_factory=dict)  # the file's own config dict (plain values only)
+    epoch_source: str = ""  # how ``epoch`` was determined
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -65,11 +89,47 @@ def _has_layernorm(state: dict[str, torch.Tensor]) -> bool:
     return any(k.startswith("ln") or ".ln" in k for k in state)
 
 
+def _losses(obj: dict[str, Any], key: str, path: Path) -> Optional[list[float]]:
+    v = obj.get(key)
+    if v is None:
+        return None
+    if torch.is_tensor(v):
+        v = v.reshape(-1).tolist()
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise InterpError(f"{path}: {key!r} is not a list of numbers")
+    return [float(x) for x in v] or None
+
+
+def _plain_config(obj: dict[str, Any]) -> dict[str, Any]:
+    c = obj.get("config")
+    if not isinstance(c, dict):
+        return {}
+    return {str(k): v for k, v in c.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
 def load_legacy(path: str | Path) -> Imported:
-    """Load a paper-format or TransformerLens-legacy file into a ``Transformer``."""
+    """Load a paper-format or TransformerLens-legacy file into a ``Transformer``.
+
+    A file that is not a one-layer [a, b, =] model (missing or extra weights, odd shapes,
+    non-tensor values) is refused with a one-line InterpError naming it.
+    """
     path = Path(path)
     obj = _read(path)
+    try:
+        return _load_legacy(path, obj)
+    except InterpError:
+        raise
+    except (KeyError, ValueError, IndexError, TypeError, AttributeError, RuntimeError) as e:
+        # odd or partial state dicts fail somewhere in the conversion; the file is the problem
+        detail = f"missing weight {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise InterpError(f"{path}: not a supported one-layer [a, b, =] state dict ({detail})") from None
+
+
+def _load_legacy(path: Path, obj: dict[str, Any]) -> Imported:
     state = _state_of(obj)
+    bad = sorted(k for k, v in state.items() if not torch.is_tensor(v))
+    if bad:
+        raise InterpError(f"{path}: state dict entries that are not tensors: {bad[:3]}")
     if _has_layernorm(state):
         raise InterpError(f"{path}: LayerNorm weights found; only the no-LayerNorm model of REFERENCE §1 is supported")
     if any(k.startswith("blocks.1.") for k in state):
@@ -120,10 +180,31 @@ def load_legacy(path: str | Path) -> Imported:
                 prm.copy_(tl[k])
             else:
                 prm.zero_()
-    tr = obj.get("train_losses") if isinstance(obj.get("train_losses"), list) else None
-    te = obj.get("test_losses") if isinstance(obj.get("test_losses"), list) else None
-    epoch = obj.get("epoch") if isinstance(obj.get("epoch"), int) else (len(tr) - 1 if tr else None)
-    return Imported(model=model.eval(), format=fmt, epoch=epoch, train_losses=tr, test_losses=te)
+    tr = _losses(obj, "train_losses", path)
+    te = _losses(obj, "test_losses", path)
+    if isinstance(obj.get("epoch"), int) and not isinstance(obj.get("epoch"), bool) and obj["epoch"] >= 0:
+        epoch, how = obj["epoch"], "the file's 'epoch'"
+    elif tr:
+        # the paper code records the train loss of the current weights, then steps: after N
+        # recorded losses (epochs 0 .. N-1) the saved weights have taken N steps
+        epoch, how = len(tr), f"{len(tr)} recorded train losses (epochs 0..{len(tr) - 1}), then the final step"
+    else:
+        epoch, how = None, ""
+    return Imported(model=model.eval(), format=fmt, epoch=epoch, train_losses=tr, test_losses=te,
+                    config=_plain_config(obj), epoch_source=how)
+
+
+def test_loss_interval(n_train: int, n_test: int) -> Optional[int]:
+    """Epochs between recorded test losses, from the counts: the k with ceil(n_train / k) == n_test
+    (the paper code evaluates when epoch % k == 0), the smallest such k when several fit; None
+    when no k fits (the test losses are then not placed)."""
+    if n_test <= 0 or n_train <= 0 or n_test > n_train:
+        return None
+    k = n_train // n_test
+    for cand in (k, k + 1, k - 1):
+        if cand >= 1 and math.ceil(n_train / cand) == n_test:
+            return cand
+    return None
 
 
 def load_paper_checkpoint(path: str | Path) -> Transformer:
@@ -164,41 +245,159 @@ def match_paper_split(imp: Imported, max_seed: int = 100, rel_tol: float = 0.1) 
     return paper_split(p), None
 
 
+# The paper code's config keys (Nanda et al.) and ours; values it does not record are assumed
+# from REFERENCE §1 (the paper code's choices).
+_PAPER_KEYS = {"lr": "lr", "weight_decay": "weight_decay", "p": "p", "frac_train": "frac_train",
+               "fn_name": "task", "task": "task", "seed": "seed", "num_epochs": "epochs",
+               "d_model": "d_model", "num_heads": "n_heads", "d_mlp": "d_mlp", "d_head": "d_head",
+               "act_type": "act_fn", "warmup_steps": "warmup_steps"}
+_PAPER_TASKS = {"add": "add", "subtract": "sub", "sub": "sub", "multiply": "mul", "mul": "mul", "div": "div"}
+_PAPER_ASSUMED = {"lr": 1e-3, "weight_decay": 1.0, "beta1": 0.9, "beta2": 0.98, "frac_train": 0.3,
+                  "task": "add", "warmup_steps": 10, "init_std": "1/sqrt(d_model)"}
+
+
+def _file_config(imp: Imported, path: Path) -> dict[str, Any]:
+    """Our TrainConfig fields from the file's config dict (checked against the weights)."""
+    out: dict[str, Any] = {}
+    for k, v in imp.config.items():
+        ours = _PAPER_KEYS.get(k)
+        if ours is None:
+            continue
+        if ours == "task":
+            if v not in _PAPER_TASKS:
+                raise InterpError(f"{path}: config task {v!r} is not one of {', '.join(sorted(_PAPER_TASKS))}")
+            v = _PAPER_TASKS[v]
+        if ours == "act_fn":
+            v = str(v).lower()
+        out[ours] = v
+    mc = imp.model.cfg
+    for k in ("p", "d_model", "n_heads", "d_head", "d_mlp"):
+        if k in out and out[k] != getattr(mc, k):
+            raise InterpError(f"{path}: its config says {k}={out[k]} but its weights have {k}={getattr(mc, k)}")
+    return out
+
+
 def import_run(path: str | Path, out: str | Path, run_name: Optional[str] = None) -> Run:
-    """Turn a legacy file into a run directory with one checkpoint (its epoch, else 0)."""
+    """Turn a legacy file into a run directory with one checkpoint (its epoch, else 0) and the
+    file's recorded history in metrics.csv (each loss at the epoch it was recorded at)."""
     path, out = Path(path), Path(out)
+    if run_name is not None:
+        check_name(run_name, "--name")
     imp = load_legacy(path)
-    if out.exists() and any(out.iterdir()):
-        raise InterpError(f"{out} already exists and is not empty; choose another --out")
     mc = imp.model.cfg
     epoch = imp.epoch or 0
-    cfg = TrainConfig(
-        run_name=run_name or path.stem, task="add", p=mc.p, d_model=mc.d_model, n_heads=mc.n_heads,
-        d_head=mc.d_head, d_mlp=mc.d_mlp, train_biases=mc.train_biases, epochs=max(epoch, 1),
-        notes=f"imported from {path.name} ({imp.format} format)",
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CKPT_DIR).mkdir(exist_ok=True)
-    # The paper's own split is reproducible from its seed; other files carry none, so a fresh seeded one.
-    split, source = None, "seeded (data_seed); the file carries no split"
+    fc = _file_config(imp, path) if imp.format == "paper" else {}
+    assumed = {k: v for k, v in _PAPER_ASSUMED.items() if k not in fc} if imp.format == "paper" else {}
+    fields = {k: fc[k] for k in ("task", "lr", "weight_decay", "frac_train", "warmup_steps") if k in fc}
+    for k in ("lr", "weight_decay", "frac_train", "warmup_steps", "beta1", "beta2"):
+        if k in assumed:
+            fields[k] = assumed[k]
     if imp.format == "paper":
-        split, seed = match_paper_split(imp)
-        source = (f"paper code split, seed {seed} (its train loss matches the file's last recorded train loss)"
-                  if seed is not None else "paper code split, seed 0 (default; no recorded loss to check against)")
+        fields["init_std"] = 1 / math.sqrt(mc.d_model) if "init_std" in assumed else fields.get("init_std")
+    task = fields.pop("task", "add")
+    cfg = TrainConfig(
+        run_name=run_name or sanitize_name(path.stem), task=task, p=mc.p, d_model=mc.d_model, n_heads=mc.n_heads,
+        d_head=mc.d_head, d_mlp=mc.d_mlp, train_biases=mc.train_biases, epochs=max(epoch, 1),
+        notes=f"imported from {path.name} ({imp.format} format)", **fields,
+    )
+    model = imp.model
+    if task != mc.task:
+        from interp.model import Transformer as _T
+
+        model = _T(cfg.model_config())
+        model.load_state_dict(imp.model.state_dict())
+        model.eval()
+
+    # The paper's own split is reproducible from its seed; other files carry none, so a fresh seeded one.
     from interp.tasks import make_split
 
-    write_split(out, split or make_split(mc.p, cfg.frac_train, cfg.data_seed))
-    write_config(out, cfg, extra={"imported_from": str(path), "import_format": imp.format, "split_source": source})
-    save_checkpoint(out, epoch, imp.model, cfg)
-    if imp.train_losses:
-        names = [n for n, _ in imp.model.named_parameters()]
-        w = MetricsWriter(out / METRICS_FILE, BASE_METRICS + [f"sq_{n}" for n in names])
-        nan = float("nan")
-        te = imp.test_losses or []
-        for e, tr in enumerate(imp.train_losses):
-            w.add([e, float(tr), float(te[e]) if e < len(te) else nan] + [nan] * (len(BASE_METRICS) - 3 + len(names)))
-        w.flush()
+    split, source = None, "seeded (data_seed); the file carries no split"
+    if imp.format == "paper":
+        if "seed" in fc:
+            split = paper_split(mc.p, cfg.frac_train, int(fc["seed"]))
+            source = f"paper code split (Python random.shuffle), seed {fc['seed']} from the file's config"
+        else:
+            split, seed = match_paper_split(imp)
+            source = (f"paper code split (Python random.shuffle), seed {seed}: its train loss matches the file's "
+                      "recorded train loss" if seed is not None
+                      else "paper code split, seed 0 (default; no recorded loss to check against)")
+
+    history, rows = _history(imp, epoch, model, split, task)
+    provenance = {
+        "file": str(path), "format": imp.format,
+        "from_file": {**fc, **({"epoch": epoch} if imp.epoch_source == "the file's 'epoch'" else {}),
+                      **({"train_losses": f"{len(imp.train_losses)} values"} if imp.train_losses else {}),
+                      **({"test_losses": f"{len(imp.test_losses)} values"} if imp.test_losses else {})},
+        "from_weights": ["p", "d_model", "n_heads", "d_head", "d_mlp", "train_biases"],
+        "assumed": assumed, "epoch": imp.epoch_source or "none recorded: 0", "split": source,
+    }
+    with new_run_dir(out):
+        (out / CKPT_DIR).mkdir(exist_ok=True)
+        write_split(out, split or make_split(mc.p, cfg.frac_train, cfg.data_seed))
+        save_checkpoint(out, epoch, model, cfg)
+        if rows:
+            names = [n for n, _ in model.named_parameters()]
+            w = MetricsWriter(out / METRICS_FILE, BASE_METRICS + [f"sq_{n}" for n in names])
+            for r in rows:
+                w.add(r)
+            w.flush()
+            w.close()
+        # config.json last: the directory is a run only once everything else is in place
+        write_config(out, cfg, extra={"imported_from": str(path), "import_format": imp.format, "split_source": source,
+                                      "import": provenance, "history": history})
     return Run.open(out)
+
+
+def _history(imp: Imported, epoch: int, model, split: Optional[Split], task: str) -> tuple[dict[str, Any], list[list[float]]]:
+    """The metrics rows of an imported file and the ``history`` entry of its config.json.
+
+    Train loss i sits at epoch i; test loss j at epoch j * k (k = ``test_loss_interval``); the
+    accuracies and weight norms were not recorded (NaN), except at the checkpoint's own epoch,
+    whose row is recomputed from the weights when the file's history ends before it.
+    """
+    tr = imp.train_losses or []
+    te = imp.test_losses or []
+    notes: list[str] = []
+    k = test_loss_interval(len(tr), len(te)) if te else None
+    if tr:
+        notes.append(f"train loss recorded every epoch, epochs 0..{len(tr) - 1} ({len(tr)} values)")
+    if te and k is not None:
+        notes.append(f"test loss recorded every {k} epochs (inferred: {len(te)} test losses for {len(tr)} train "
+                     f"losses), placed at epochs 0, {k}, ..., {k * (len(te) - 1)}")
+    elif te:
+        notes.append(f"{len(te)} test losses for {len(tr)} train losses: no whole interval fits, test losses not placed")
+    history: dict[str, Any] = {"accuracy": False, "train_loss_interval": 1 if tr else None, "test_loss_interval": k,
+                               "notes": notes}
+    if not tr:
+        history["notes"].append("the file records no loss history")
+        return history, []
+    ncols = len(BASE_METRICS) - 1 + sum(1 for _ in model.parameters())
+    nan = math.nan
+    rows = [[e, tr[e]] + [nan] * (ncols - 1) for e in range(len(tr))]
+    if k is not None:
+        for j, loss in enumerate(te):
+            rows[j * k][2] = loss
+    if epoch >= len(tr) and split is not None:
+        rows.append([epoch] + _row_of(model, split, task))
+        history["notes"].append(f"epoch {epoch} (the checkpoint) recomputed from the weights: losses, accuracies, "
+                                "weight norms; earlier accuracies were not recorded")
+    history["notes"].append("accuracies not recorded: T_mem / T_grok unknown")
+    return history, rows
+
+
+def _row_of(model, split: Split, task: str) -> list[float]:
+    """train_loss, test_loss, train_acc, test_acc, sq_total, sq_<param>... of ``model`` (float64 loss)."""
+    from interp.model import all_logits
+    from interp.tasks import labels
+
+    with torch.no_grad():
+        logits = all_logits(model).double()
+        y = labels(task, model.cfg.p)
+        lp = -logits.log_softmax(-1).gather(-1, y[:, None])[:, 0]
+        right = (logits.argmax(-1) == y).double()
+        sq = [float(p.detach().double().pow(2).sum()) for _, p in model.named_parameters()]
+    tr, te = split.train, split.test
+    return [float(lp[tr].mean()), float(lp[te].mean()), float(right[tr].mean()), float(right[te].mean()), sum(sq)] + sq
 
 
 def bridge_config(cfg: ModelConfig):
