@@ -158,15 +158,15 @@ def report(quick_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evil_run(quick_run, tmp_path_factory):
-    """A copy of the quick run whose name and notes try to break out of the HTML and the scripts
-    (the config hash leaves out the name and notes, so the checkpoints stay valid)."""
+    """A copy of the quick run whose directory and notes try to break out of the HTML and the scripts
+    (run names are plain file names, checked by the config; the config hash leaves out the notes, so
+    the checkpoints stay valid)."""
     from interp.store import Run
 
-    dst = tmp_path_factory.mktemp("evil") / "run"
+    dst = tmp_path_factory.mktemp("evil") / "<img src=x onerror=alert(1)>"
     shutil.copytree(quick_run.path, dst, ignore=shutil.ignore_patterns(".lock", "report.html"))
     cfg_path = dst / "config.json"
     body = json.loads(cfg_path.read_text())
-    body["config"]["run_name"] = "<script>alert(1)</script>"
     body["config"]["notes"] = "</script><script>alert(2)</script><img src=x onerror=alert(3)> & \u2028"
     cfg_path.write_text(json.dumps(body))
     return Run.open(dst)
@@ -195,20 +195,46 @@ def test_user_strings_are_escaped(evil_run, tmp_path):
 
     out = write_report(evil_run, tmp_path / "evil.html")
     text = out.read_text(encoding="utf-8")
-    for raw in ("<script>alert(1)", "alert(2)</script>", "<img src=x"):
+    for raw in ("alert(2)</script>", "<img src=x"):
         assert raw not in text
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text  # the name shows, as text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text  # the directory shows, as text
     assert "&lt;/script&gt;&lt;script&gt;alert(2)" in text
     # every <script> element is one of ours: plotly.js, the draw helper, one per figure
     n_fig = text.count('class="figure"')
     assert text.count("<script") == 2 + n_fig and text.count("</script>") == 2 + n_fig
     cmp = write_comparison_report(f"{evil_run.path}@T_mem", str(evil_run.path), tmp_path / "evil_cmp.html")
     ctext = cmp.read_text(encoding="utf-8")
-    assert "<script>alert(1)" not in ctext and "&lt;script&gt;alert(1)&lt;/script&gt;" in ctext
+    assert "<img src=x" not in ctext and "&lt;img src=x onerror=alert(1)&gt;" in ctext
     if find_chromium():
         v = check_in_browser(out)
         assert_clean(v, n_fig)
-        assert "<script>alert(1)</script>" in v["title"]  # shown literally, never run
+
+
+def test_report_reads_stored_analysis_and_loads_no_model(quick_run, tmp_path, monkeypatch):
+    """One-way data path: once analysed, the report reads tables and stored results only; a stale
+    analysis (a new checkpoint) is brought up to date by the analysis first, not by the report."""
+    from interp.analysis.results import ANALYSIS_FILES, CKA_FILE
+    from interp.analysis.run_table import analyze
+    from interp.store import Run, save_checkpoint
+    from interp.viz.report import write_report
+
+    dst = tmp_path / "run"
+    shutil.copytree(quick_run.path, dst, ignore=shutil.ignore_patterns(".lock", "report.html", *ANALYSIS_FILES))
+    run = Run.open(dst)
+    analyze(run, progress=False)
+    loads = []
+    orig = Run.load_state_dict
+    monkeypatch.setattr(Run, "load_state_dict", lambda self, e: loads.append(e) or orig(self, e))
+    write_report(run, tmp_path / "r.html")
+    assert loads == []
+    # a new checkpoint makes the stored results stale: the analysis (not the report) recomputes them
+    last = run.checkpoint_epochs()[-1]
+    save_checkpoint(dst, last + 25, run.load_model(last), run.config)
+    loads.clear()
+    before = (dst / CKA_FILE).stat().st_mtime_ns
+    write_report(run, tmp_path / "r2.html")
+    assert loads and (dst / CKA_FILE).stat().st_mtime_ns != before
+    assert f"epoch {last + 25}" in (tmp_path / "r2.html").read_text(encoding="utf-8")
 
 
 def test_report_in_headless_chromium(report, tmp_path):

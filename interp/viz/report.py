@@ -29,22 +29,19 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from interp.errors import InterpError
+from interp.viz.style import EmptyFigure, _fmt_value, script_safe_json
 
-__all__ = ["write_report", "write_comparison_report", "render_html", "Section", "FigureItem", "CKA_CHECKPOINTS"]
+__all__ = ["write_report", "write_comparison_report", "render_html", "Section", "FigureItem"]
 
-# Checkpoints in the report's CKA matrix: the cost grows with the square of this (each entry is a
-# d_model x d_model cross-product over p^2 inputs), and 24 rows already resolve the phases.
-CKA_CHECKPOINTS = 24
 PLOTLY_CONFIG = {"responsive": True, "displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
-esc = html.escape
+esc = html.escape  # HTML text and attributes; figures escape their own strings (style._esc)
 
 
 @dataclass
@@ -65,23 +62,6 @@ class Section:
 
 
 # ----------------------------------------------------------------------------- HTML
-
-
-_JS_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "/": "\\u002f", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-
-
-def script_safe_json(fig) -> str:
-    """The figure as JSON that is safe inside ``<script>``: plotly's encoder already writes ``<``,
-    ``>`` and ``/`` as ``\\uXXXX``; this also covers ``&`` and U+2028/2029 and checks the result,
-    because a run name like ``</script><script>...`` must never end the element."""
-    import plotly.io as pio
-
-    s = pio.to_json(fig, validate=False)
-    for ch, rep in _JS_ESCAPES.items():
-        if ch in s:
-            s = s.replace(ch, rep)
-    assert "</" not in s and "<!--" not in s
-    return s
 
 
 _CSS = """
@@ -127,19 +107,10 @@ def rows_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "-"
-        return f"{v:.4g}" if v == 0 or 1e-3 <= abs(v) < 1e5 else f"{v:.3e}"
+    """A cell: lists joined (``none`` when empty), everything else by ``style._fmt_value``."""
     if isinstance(v, (list, tuple)):
         return ", ".join(_fmt(x) for x in v) if v else "none"
-    return str(v)
+    return _fmt_value(v)
 
 
 def render_html(title: str, subtitle: str, sections: Sequence[Section]) -> str:
@@ -153,7 +124,7 @@ def render_html(title: str, subtitle: str, sections: Sequence[Section]) -> str:
 
     plotlyjs = get_plotlyjs()
     if "</script" in plotlyjs.lower():  # would end the element early; never seen, but cheap to check
-        raise InterpError("the installed plotly.js cannot be inlined (it contains '</script')")
+        raise RuntimeError("the installed plotly.js cannot be inlined (it contains '</script')")
     body: list[str] = []
     nav = []
     n_fig = 0
@@ -227,7 +198,7 @@ def _figure(title: str, caption: str, build: Callable[[], Any], errors: list[str
     circles) becomes a note in the report instead of aborting the whole report."""
     try:
         return FigureItem(title, caption, build())
-    except InterpError as e:
+    except (InterpError, EmptyFigure) as e:
         errors.append(f"{title}: {e}")
         return FigureItem(title, caption, None, str(e))
 
@@ -285,41 +256,53 @@ def _interval(iv) -> str:
 
 
 def _comparison_html(comp) -> str:
+    """``comp``: a ``compare.ComparisonSummary``."""
     la, lb = comp.labels
-    notes = [f"{lab}: {s.note}" for lab, s in ((la, comp.a), (lb, comp.b)) if s.note]
-    from interp.viz import plots
-
-    rows = [(m, plots._fmt_value(a), plots._fmt_value(b)) for m, a, b in comp.rows]
+    notes = [f"{lab}: {note}" for lab, note in zip(comp.labels, comp.notes) if note]
+    rows = [(m, _fmt_value(a), _fmt_value(b)) for m, a, b in comp.rows]
     return ("".join(f'<p class="small">{esc(n)}</p>' for n in notes)
             + "<details><summary>the comparison as a text table</summary>"
             + rows_table(["measure", la, lb], rows) + "</details>")
 
 
-def _load_models(run, epochs: Sequence[int]) -> dict[int, Any]:
-    from interp.model import Transformer
-    from interp.store import load_model_state
+def _checkpoint_figures(views, label: str, key_freqs: Sequence[int], errors: list[str]) -> list[FigureItem]:
+    """The single-checkpoint figures of one ``representation.CheckpointViews``."""
+    from interp.viz import checkpoint as ck
 
-    out = {}
-    for e in epochs:
-        m = Transformer(run.model_config)
-        load_model_state(m, run.load_state_dict(e), str(run.checkpoint_path(e)))
-        out[e] = m.eval()
-    return out
+    sfx = f": {label}" if label else ""
+    return [
+        _figure(f"Embedding Fourier norms{sfx}", "Norm of W_E's Fourier components per frequency; red: key frequencies "
+                "(REFERENCE §2).", lambda: ck.embedding_fourier_norms(views.spectrum, key_freqs), errors),
+        _figure(f"Neuron clusters{sfx}", "Neurons per frequency with FVE above the threshold (REFERENCE §2).",
+                lambda: ck.neuron_cluster_sizes(views.clusters), errors),
+        _figure(f"Embedding circles{sfx}", "Token embeddings on each key frequency's plane (Nanda et al. 2023, Fig. 3).",
+                lambda: ck.embedding_circles(views.circles), errors),
+        _figure(f"Neuron activation maps and spectra{sfx}", "Activation of the clearest neuron of each key frequency "
+                "over all inputs (a, b), and the norm of its 2D Fourier spectrum per pair of frequencies.",
+                lambda: ck.neuron_activations(views.maps), errors),
+        _figure(f"Attention from '='{sfx}", "Weight the '=' position puts on a and on b, per head, for every input.",
+                lambda: ck.attention_patterns(views.attention), errors),
+        _figure(f"W_L in the Fourier basis{sfx}", "Each neuron's output onto the logits in the Fourier basis, neurons "
+                "sorted by frequency cluster, and the norm per frequency (REFERENCE §2).",
+                lambda: ck.neuron_logit_fourier(views.logit_spectrum, views.clusters), errors),
+    ]
 
 
-def build_run_sections(run, progress: bool = False, cka_checkpoints: int = CKA_CHECKPOINTS,
-                       max_frames: Optional[int] = None) -> tuple[list[Section], list[str]]:
+def build_run_sections(run, progress: bool = False, max_frames: Optional[int] = None) -> tuple[list[Section], list[str]]:
     """Every section of a run's report (the figures built, nothing written). Returns (sections, notes
-    about figures that could not be drawn)."""
-    from interp.viz import plots
+    about figures that could not be drawn).
+
+    Reads the tables and the stored analysis results only; ``analyze`` brings them up to date
+    first (incrementally: nothing is recomputed when they are current), so no model is loaded here.
+    """
     from interp.analysis.run_table import analyze
-    from interp.analysis.cka import checkpoint_cka_matrix
-    from interp.analysis.compare import compare, resolve_checkpoint
+    from interp.analysis.run_views import SLIDER_FRAMES, load_views, phase_marks
+    from interp.viz import checkpoint as ck
+    from interp.viz import training as tr
 
     run = _open(run)
-    cfg = run.config
-    task = cfg.task
     table, summary = analyze(run, progress=progress)
+    views = load_views(run)
     try:
         metrics = run.metrics()
     except InterpError:
@@ -328,12 +311,8 @@ def build_run_sections(run, progress: bool = False, cka_checkpoints: int = CKA_C
     errors: list[str] = []
     name = run.name
     keys = list(summary.key_freqs)
-    final_epoch = summary.final_epoch
-    frames = max_frames or plots.MAX_SLIDER_FRAMES
-    marks = [ph.t_mem, ph.t_grok] + [iv[1] for iv in (ph.memorisation, ph.circuit_formation, ph.cleanup) if iv]
-    slider_epochs = plots.pick_epochs(run.checkpoint_epochs(), frames, marks)
-    models = _load_models(run, slider_epochs)
-    final = models[final_epoch] if final_epoch in models else _load_models(run, [final_epoch])[final_epoch]
+    frames = max_frames or SLIDER_FRAMES
+    marks = phase_marks(ph)
 
     sections = [Section("Summary", _summary_html(run, summary, table, metrics))]
 
@@ -343,12 +322,12 @@ def build_run_sections(run, progress: bool = False, cka_checkpoints: int = CKA_C
             "Loss and accuracy",
             "Train and test cross-entropy (log scale) and accuracy at every epoch (thinned for size), with the phases "
             "shaded and T_mem / T_grok marked (REFERENCE §1, §5). Buttons switch the epoch axis to log.",
-            lambda: plots.loss_curves(metrics, ph, name), errors))
+            lambda: tr.loss_curves(metrics, ph, name), errors))
         train.figures.append(_figure(
             "Weight norms per parameter",
             "Sum of squared weights, total and per parameter (log scale); weight decay shrinks it during circuit "
             "formation and cleanup (REFERENCE §3-5).",
-            lambda: plots.weight_norms(metrics, ph, name), errors))
+            lambda: tr.weight_norms(metrics, ph, name), errors))
     else:
         train.intro_html = '<p class="small">No per-epoch metrics in this run (an imported checkpoint?).</p>'
     sections.append(train)
@@ -359,86 +338,67 @@ def build_run_sections(run, progress: bool = False, cka_checkpoints: int = CKA_C
         f"Every measure of REFERENCE §3 at every checkpoint; restricted / excluded loss use the key frequencies "
         f"{_fmt(keys)} ({summary.key_freqs_source}). Restricted loss falls before test loss; excluded loss rises during "
         "circuit formation; the Gini coefficients rise and the weight norm falls as the circuit forms and cleans up.",
-        lambda: plots.progress_measures(table, ph, name), errors))
+        lambda: tr.progress_measures(table, ph, name), errors))
     prog.figures.append(_figure(
         "Embedding Fourier norms over training",
         "Share of W_E's squared Fourier norm in each frequency at every checkpoint (one column per checkpoint); "
         "it concentrates on the key frequencies (REFERENCE §2).",
-        lambda: plots.embedding_fourier_heatmap(table, name, ph), errors))
+        lambda: tr.embedding_fourier_heatmap(table, name, ph), errors))
     prog.figures.append(_figure(
         "W_L Fourier norms over training",
         "The same for the neuron-logit map W_L = W_out W_U (REFERENCE §2).",
-        lambda: plots.neuron_logit_fourier_heatmap(table, name, ph), errors))
+        lambda: tr.neuron_logit_fourier_heatmap(table, name, ph), errors))
     sections.append(prog)
 
     slide = Section("Over training, checkpoint by checkpoint")
-    slide.intro_html = (f'<p class="small">{len(slider_epochs)} of {summary.n_checkpoints} checkpoints; drag the slider or '
+    slide.intro_html = (f'<p class="small">Up to {frames} of {summary.n_checkpoints} checkpoints; drag the slider or '
                         "press play.</p>")
     slide.figures.append(_figure(
         "Embedding Fourier norms (slider)", "Norm of W_E's Fourier components per frequency at each checkpoint; red: "
-        "the key frequencies.", lambda: plots.embedding_fourier_norms_slider(table, task, keys, frames, include=marks), errors))
+        "the key frequencies.", lambda: tr.embedding_fourier_norms_slider(table, keys, frames, include=marks), errors))
     slide.figures.append(_figure(
         "Neuron clusters (slider)", "Neurons whose FVE by one frequency exceeds the threshold, per frequency, at each "
-        "checkpoint (REFERENCE §2).", lambda: plots.neuron_cluster_sizes_slider(table, task, frames, include=marks), errors))
+        "checkpoint (REFERENCE §2).", lambda: tr.neuron_cluster_sizes_slider(table, frames, include=marks), errors))
     if keys:
         slide.figures.append(_figure(
             "Embedding circles (slider)", f"Every token's embedding projected on the (cos k, sin k) plane of W_E for the "
             f"final key frequencies {_fmt(keys)}, at each checkpoint; colour = token. The circles form out of a blob.",
-            lambda: plots.embedding_circles_slider(models, keys, task, frames), errors))
+            lambda: tr.embedding_circles_slider(views.circles, frames, include=marks), errors))
     sections.append(slide)
 
-    fin = Section(f"Final checkpoint (epoch {final_epoch})")
-    fin.figures += [
-        _figure("Embedding Fourier norms", "Norm of W_E's Fourier components per frequency; red: key frequencies "
-                "(REFERENCE §2).", lambda: plots.embedding_fourier_norms(final, task, keys), errors),
-        _figure("Neuron clusters", "Neurons per frequency with FVE above the threshold (REFERENCE §2).",
-                lambda: plots.neuron_cluster_sizes(final, task), errors),
-        _figure("Embedding circles", "Token embeddings on each key frequency's plane (Nanda et al. 2023, Fig. 3).",
-                lambda: plots.embedding_circles(final, keys or None, task), errors),
-        _figure("Neuron activation maps and spectra", "Activation of the clearest neuron of each key frequency over all "
-                "inputs (a, b), and the norm of its 2D Fourier spectrum per pair of frequencies.",
-                lambda: plots.neuron_activations(final, None, task), errors),
-        _figure("Attention from '='", "Weight the '=' position puts on a and on b, per head, for every input.",
-                lambda: plots.attention_patterns(final), errors),
-        _figure("W_L in the Fourier basis", "Each neuron's output onto the logits in the Fourier basis, neurons sorted "
-                "by frequency cluster, and the norm per frequency (REFERENCE §2).",
-                lambda: plots.neuron_logit_fourier(final, task), errors),
-    ]
+    fin = Section(f"Final checkpoint (epoch {views.final_epoch})")
+    fin.figures += _checkpoint_figures(views.final, "", keys, errors)
     sections.append(fin)
 
     sim = Section("Similarity between checkpoints")
-    cka_epochs = plots.pick_epochs(run.checkpoint_epochs(), cka_checkpoints, [ph.t_mem, ph.t_grok])
-
-    def cka_fig():
-        m = checkpoint_cka_matrix(run, "resid", epochs=cka_epochs)
-        return plots.cka_matrix(m.matrix, m.epochs_a, "Linear CKA of the final residual stream", name)
-
-    sim.figures.append(_figure(
-        "CKA matrix", f"Linear CKA of the final-position residual stream on all inputs between {len(cka_epochs)} "
-        "checkpoints (issue #4): blocks of similar checkpoints are the phases.", cka_fig, errors))
+    if views.cka is not None:
+        m = views.cka
+        sim.figures.append(_figure(
+            "CKA matrix", f"Linear CKA of the final-position residual stream on all inputs between {len(m.epochs_a)} "
+            "checkpoints (issue #4): blocks of similar checkpoints are the phases.",
+            lambda: tr.cka_matrix(m.matrix, m.epochs_a, "Linear CKA of the final residual stream", name), errors))
     sections.append(sim)
 
     cmp = Section("Memorising vs generalising: T_mem against the final checkpoint")
-    try:
-        comp = compare(resolve_checkpoint(f"{run.path}@T_mem"), resolve_checkpoint(f"{run.path}@final"))
+    if views.comparison is not None:
+        comp = views.comparison
         cmp.intro_html = _comparison_html(comp)
         cmp.figures.append(_figure(
             "T_mem vs final", "The checkpoint where training accuracy first reaches 99% (memorised) against the final "
             "one: embedding Fourier energy and neuron clusters per frequency, and every measure of the comparison.",
-            lambda: plots.checkpoint_comparison(comp), errors))
-    except InterpError as e:
-        cmp.intro_html = f'<p class="small">No comparison: {esc(str(e))}</p>'
+            lambda: ck.checkpoint_comparison(comp), errors))
+    else:
+        cmp.intro_html = f'<p class="small">No comparison: {esc(views.notes.get("comparison", ""))}</p>'
     sections.append(cmp)
     return sections, errors
 
 
-def write_report(run, out_path=None, progress: bool = False, cka_checkpoints: int = CKA_CHECKPOINTS,
-                 max_frames: Optional[int] = None) -> Path:
+def write_report(run, out_path=None, progress: bool = False, max_frames: Optional[int] = None) -> Path:
     """Write the report of ``run`` (a ``store.Run`` or a run directory) to ``out_path`` (default
-    ``<run>/report.html``) and return the path. Analyses the run first (saved, incremental)."""
+    ``<run>/report.html``) and return the path. Brings the stored analysis up to date first (incremental)."""
     run = _open(run)
     out = Path(out_path) if out_path is not None else run.path / "report.html"
-    sections, errors = build_run_sections(run, progress, cka_checkpoints, max_frames)
+    sections, errors = build_run_sections(run, progress, max_frames)
     if errors:
         sections[0].intro_html += "".join(f'<p class="small">Not drawn: {esc(e)}</p>' for e in errors)
     cfg = run.config
@@ -458,13 +418,20 @@ def _checkpoint(spec):
 
 
 def build_comparison_sections(a, b, cka_checkpoints: int = 12) -> tuple[list[Section], list[str], Any]:
-    """Sections of a comparison report of checkpoints ``a`` and ``b`` (specs or ``compare.Checkpoint``)."""
-    from interp.viz import plots
+    """Sections of a comparison report of checkpoints ``a`` and ``b`` (specs or ``compare.Checkpoint``).
+
+    Two chosen checkpoints are analysed here (each model loaded once): the comparison, and the
+    single-checkpoint views of each (``representation.checkpoint_views``)."""
+    from interp.analysis.cka import run_cka
     from interp.analysis.compare import compare, parse_spec
+    from interp.analysis.representation import checkpoint_views
     from interp.store import Run
+    from interp.viz import checkpoint as ck
+    from interp.viz import training as tr
 
     ca, cb = _checkpoint(a), _checkpoint(b)
-    comp = compare(ca, cb)
+    full = compare(ca, cb)
+    comp = full.summary()
     la, lb = comp.labels
     errors: list[str] = []
     freqs = comp.analysis_freqs[0] or None
@@ -476,7 +443,7 @@ def build_comparison_sections(a, b, cka_checkpoints: int = 12) -> tuple[list[Sec
     intro = kv_table(side_rows, ("checkpoint", "where")) + _comparison_html(comp)
     s = Section("Comparison", intro)
     s.figures.append(_figure(f"{la} vs {lb}", "Embedding Fourier energy and neuron clusters per frequency, and every "
-                             "measure side by side (issue #4).", lambda: plots.checkpoint_comparison(comp), errors))
+                             "measure side by side (issue #4).", lambda: ck.checkpoint_comparison(comp), errors))
     sections.append(s)
 
     # Training curves of whole runs (a spec without '@') give the two checkpoints their context.
@@ -494,61 +461,38 @@ def build_comparison_sections(a, b, cka_checkpoints: int = 12) -> tuple[list[Sec
                 continue
             t.figures.append(_figure(f"Loss and accuracy: run {r.name}", f"Training of the run {lab} comes from: train and "
                                      "test loss (log) and accuracy (REFERENCE §1).",
-                                     lambda m=m, r=r: plots.loss_curves(m, None, r.name), errors))
+                                     lambda m=m, r=r: tr.loss_curves(m, None, r.name), errors))
         if len(runs) == 2:
-            from interp.analysis.cka import run_cka
 
             def cross():
                 m = run_cka(runs[0][1], runs[1][1], "resid", max_checkpoints=cka_checkpoints)
-                f = plots.cka_matrix(m.matrix, m.epochs_a, f"Linear CKA, final residual: {la} (rows) vs {lb} (columns)",
-                                     labels_b=m.epochs_b)
-                f.update_yaxes(title_text=f"epoch of {plots._esc(la)}")
-                f.update_xaxes(title_text=f"epoch of {plots._esc(lb)}")
+                f = tr.cka_matrix(m.matrix, m.epochs_a, f"Linear CKA, final residual: {la} (rows) vs {lb} (columns)",
+                                  labels_b=m.epochs_b)
+                f.update_yaxes(title_text=f"epoch of {esc(la)}")
+                f.update_xaxes(title_text=f"epoch of {esc(lb)}")
                 return f
             t.figures.append(_figure("CKA between the runs", "Linear CKA of the final-position residual stream between "
                                      "checkpoints of the two runs (issue #4).", cross, errors))
         sections.append(t)
 
     for lab, c in ((la, ca), (lb, cb)):
-        m, task = c.model, c.task
         sec = Section(f"Checkpoint {lab}")
-        sec.figures += [
-            _figure(f"Embedding Fourier norms: {lab}", "Norm of W_E's Fourier components per frequency (REFERENCE §2).",
-                    lambda m=m, task=task: plots.embedding_fourier_norms(m, task, freqs), errors),
-            _figure(f"Neuron clusters: {lab}", "Neurons per frequency with FVE above the threshold (REFERENCE §2).",
-                    lambda m=m, task=task: plots.neuron_cluster_sizes(m, task), errors),
-            _figure(f"Embedding circles: {lab}", "Token embeddings on the planes of the comparison's frequencies.",
-                    lambda m=m, task=task: plots.embedding_circles(m, freqs, task), errors),
-            _figure(f"Neuron activation maps and spectra: {lab}", "The clearest neuron of each key frequency.",
-                    lambda m=m, task=task: plots.neuron_activations(m, None, task), errors),
-            _figure(f"Attention from '=': {lab}", "Weight on a and on b per head, for every input.",
-                    lambda m=m: plots.attention_patterns(m), errors),
-            _figure(f"W_L in the Fourier basis: {lab}", "Neuron-logit map in the Fourier basis (REFERENCE §2).",
-                    lambda m=m, task=task: plots.neuron_logit_fourier(m, task), errors),
-        ]
+        sec.figures += _checkpoint_figures(checkpoint_views(c.model, freqs), lab, freqs or [], errors)
         sections.append(sec)
-    return sections, errors, comp
+    return sections, errors, full
 
 
 def write_comparison_report(a, b, out_path=None) -> Path:
     """Write a report comparing checkpoints ``a`` and ``b`` (``RUN`` or ``RUN@EPOCH`` specs, or
-    ``compare.Checkpoint``s) to ``out_path`` (default ``<run of b>/compare/<A>__<B>.html``)."""
+    ``compare.Checkpoint``s) to ``out_path`` (default ``<run of B>/compare/<A>__<B>.html``)."""
+    from interp.analysis.compare import output_path
+
     sections, errors, comp = build_comparison_sections(a, b)
     if errors:
         sections[0].intro_html += "".join(f'<p class="small">Not drawn: {esc(e)}</p>' for e in errors)
     la, lb = comp.labels
-    if out_path is None:
-        base = Path(comp.b.run_path) if comp.b.run_path else Path(".")
-        out_path = base / "compare" / f"{_safe(la)}__{_safe(lb)}.html"
-    return _write(Path(out_path), render_html(f"Comparison: {la} vs {lb}", "memorising vs generalising, side by side",
-                                              sections))
-
-
-def _safe(label: str) -> str:
-    """A label as a file-name part (run names may hold anything)."""
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", label.replace("@", "_at_")).strip("._") or "checkpoint"
+    out = Path(out_path) if out_path is not None else output_path(comp, ".html")
+    return _write(out, render_html(f"Comparison: {la} vs {lb}", "memorising vs generalising, side by side", sections))
 
 
 def file_size(path: os.PathLike) -> str:
