@@ -110,6 +110,42 @@ class _MixedTableRows(torch.autograd.Function):
         return gV, gN1, gN2, gw, None
 
 
+class _PrefixBatchedLinear(torch.autograd.Function):
+    """``C + x @ W`` per run (``baddbmm``), whose weight gradient sums over each run's own rows only.
+
+    Members of an ensemble may have training sets of different sizes, padded to the longest with
+    rows whose gradient is zero. The weight gradient ``x^T g`` contracts over the batch, and a
+    matrix product over a longer, zero-padded batch rounds differently, so each group of runs with
+    one length ``n`` takes its gradient from its first ``n`` rows: a padded run then trains exactly
+    as it would alone. ``lengths``: rows per run (None: all rows count).
+    """
+
+    @staticmethod
+    def forward(ctx, C, x, W, lengths):
+        ctx.save_for_backward(x, W)
+        ctx.lengths = lengths
+        return torch.baddbmm(C, x, W)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, W = ctx.saved_tensors
+        gx = torch.bmm(g, W.transpose(1, 2)) if ctx.needs_input_grad[1] else None
+        gW = None
+        if ctx.needs_input_grad[2]:
+            lengths = ctx.lengths or [x.shape[1]] * x.shape[0]
+            groups: dict[int, list[int]] = {}
+            for r, n in enumerate(lengths):
+                groups.setdefault(n, []).append(r)
+            if len(groups) == 1 and lengths[0] == x.shape[1]:
+                gW = torch.bmm(x.transpose(1, 2), g)
+            else:
+                gW = torch.empty_like(W)
+                for n, runs in groups.items():  # one product per distinct length, not per run
+                    idx = torch.tensor(runs, device=x.device)
+                    gW[idx] = torch.bmm(x[idx, :n].transpose(1, 2), g[idx, :n])
+        return g, gx, gW, None
+
+
 @dataclass
 class EqTables:
     """Per-token tables of the '=' position, one set per run (see the module docstring).
@@ -165,13 +201,17 @@ def eq_pattern(t: EqTables, cfg: ModelConfig, a: Int[Tensor, "run batch"], b: In
     return scores.softmax(dim=-1), rows.reshape(R, B, H * 3)
 
 
-def eq_logits(P: Params, cfg: ModelConfig, a: Int[Tensor, "run batch"], b: Int[Tensor, "run batch"]
-              ) -> Float[Tensor, "run batch d_vocab_out"]:
-    """Logits at '=' for inputs ``[a, b, =]`` of each run: ``model(tokens)[:, -1]`` per run, differentiable."""
-    return _eq_forward(P, cfg, a, b)[1]
+def eq_logits(P: Params, cfg: ModelConfig, a: Int[Tensor, "run batch"], b: Int[Tensor, "run batch"],
+              lengths: Optional[Sequence[int]] = None) -> Float[Tensor, "run batch d_vocab_out"]:
+    """Logits at '=' for inputs ``[a, b, =]`` of each run: ``model(tokens)[:, -1]`` per run, differentiable.
+
+    ``lengths``: when runs' batches are padded, how many leading rows of each are real (the rest
+    must get zero gradient, e.g. by a loss mask); gradients then equal those of the unpadded batches.
+    """
+    return _eq_forward(P, cfg, a, b, lengths=lengths)[1]
 
 
-def _eq_forward(P: Params, cfg: ModelConfig, a, b, resid: bool = False):
+def _eq_forward(P: Params, cfg: ModelConfig, a, b, resid: bool = False, lengths=None):
     mlp, W_U = "blocks.0.mlp.", P["unembed.W_U"]
     W_O, W_in = P["blocks.0.attn.W_O"], P[mlp + "W_in"]
     t = eq_tables(P, cfg)
@@ -183,7 +223,7 @@ def _eq_forward(P: Params, cfg: ModelConfig, a, b, resid: bool = False):
     post = activation(cfg.act_fn)(mixed_in + torch.baddbmm(P[mlp + "b_in"][:, None], c, W_in))
     logit_const = torch.baddbmm(P["unembed.b_U"][:, None], c + P[mlp + "b_out"][:, None], W_U)
     W_L = torch.bmm(P[mlp + "W_out"], W_U)
-    logits = torch.baddbmm(mixed_logits + logit_const, post, W_L)
+    logits = _PrefixBatchedLinear.apply(mixed_logits + logit_const, post, W_L, lengths)
     if not resid:
         return post, logits, None
     # the residual stream after the MLP: constant + mixed values through W_O + MLP output

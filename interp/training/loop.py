@@ -1,96 +1,117 @@
-"""Full-batch AdamW training with dense, crash-safe checkpoints (REFERENCE §1).
+"""The trainer: R >= 1 runs in one process, each writing an ordinary run directory (REFERENCE §1).
 
-``train(cfg, out_dir)`` trains one run into a run directory (see ``interp.store``). The
-training forward is ``last_position_logits`` (only the '=' position is computed); the loss
-is a float64 log-softmax because late-training losses reach 1e-7, below float32's resolution
-next to 1.
+``train(cfg, out_dir)`` trains one run; ``train_ensemble(cfgs, out_dirs)`` trains several runs of
+one shape at once. There is one training loop: a single run is an ensemble of one.
+
+Members of an ensemble share the model's shape, the device and the checkpoint schedule
+(``ensemble_key``) and may differ in everything else: seeds, split (``data_seed``,
+``frac_train``: each member's pairs are padded to the longest and masked), init, optimiser and its
+hyperparameters, warm-up, epochs and ``stop_after_grok``. Their parameters are stacked along a
+leading run axis and go through the one fast path (``interp.model.fast.eq_logits``) together; the
+optimiser applies each member's own settings (``interp.training.optim``). A member that finishes
+is dropped from the stacks, so it stops costing compute.
 
 Epoch bookkeeping: the checkpoint of epoch E holds the weights after E optimiser steps, and the
 metrics row of epoch E describes those weights. The train forward of epoch E both records the
-row and provides the gradient of step E + 1.
+row and provides the gradient of step E + 1. Test metrics are computed every ``eval_every``
+epochs, at every checkpoint and at the last epoch (other rows leave them empty); T_grok is the
+first evaluated epoch with test accuracy >= 0.99, so its resolution is ``eval_every``.
 
-The step is written against one model; training many runs at once later means stacking
-parameters along a leading ensemble axis (every batch-free table product in
-``last_position_logits`` becomes a batched one) without changing the store or the metrics
-layout. (torch.func.vmap would need a vmap rule for the fast path's hand-written backward.)
+The loss is a float64 log-softmax because late-training losses reach 1e-7, below float32's
+resolution next to 1.
+
+Resume: each member continues from its own newest optimiser file. After a crash members may
+stand at different epochs; the ones behind train on their own until they reach the others, then
+all continue together. A single run is bit-identical to the earlier single-model trainer on CPU
+(same kernels), and a resumed run to an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp.analysis import phases
 from interp.config import TrainConfig
 from interp.errors import InterpError
-from interp.model import Transformer, last_position_logits
+from interp.model import Transformer
+from interp.model.fast import eq_logits
 from interp.store import (
     BASE_METRICS,
     CKPT_DIR,
-    CONFIG_FILE,
     METRICS_FILE,
     OPTIMIZER_FILE,
     MetricsWriter,
     Run,
     RunLock,
-    load_model_state,
-    load_optimizer,
     load_tensors,
     save_checkpoint,
-    save_optimizer,
+    save_tensors,
     write_config,
     write_split,
 )
 from interp.tasks import labels, make_split
+from interp.training.optim import EnsembleOptimizer, MemberOptim, project_norm, squared_norms
 
 GROK_ACC = phases.ACC_THRESHOLD  # T_grok's threshold, defined once in interp.analysis.phases
+TRAINING_LOG = "training_log.jsonl"
+
+# What members of one ensemble must share: the model's shape, where it runs, when it checkpoints.
+ENSEMBLE_FIELDS = ("task", "p", "d_model", "n_heads", "d_head", "d_mlp", "act_fn", "train_biases", "device",
+                   "checkpoint_every", "log_checkpoints_until", "eval_every")
 
 
-@dataclass
-class Batch:
-    a: torch.Tensor
-    b: torch.Tensor
-    y: torch.Tensor
-
-
-def make_batches(cfg: TrainConfig, split, device: str) -> tuple[Batch, Batch]:
-    p = cfg.p
-    y = labels(cfg.task, p)
-
-    def batch(idx: torch.Tensor) -> Batch:
-        return Batch((idx // p).to(device), (idx % p).to(device), y[idx].to(device))
-
-    return batch(split.train), batch(split.test)
-
-
-def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy (float64 log-softmax) and accuracy."""
-    logp = logits.double().log_softmax(-1)
-    loss = -logp.gather(-1, y[:, None]).mean()
-    acc = (logits.argmax(-1) == y).double().mean()
-    return loss, acc
+def ensemble_key(cfg: TrainConfig) -> tuple:
+    """Runs with equal keys can be trained as one ensemble."""
+    return tuple(getattr(cfg, f) for f in ENSEMBLE_FIELDS)
 
 
 def build_model(cfg: TrainConfig) -> Transformer:
-    return Transformer(cfg.model_config()).init_weights(cfg.resolved_init_std, cfg.seed)
+    """The model at epoch 0: every weight ~ N(0, init_std^2), biases zero, then times ``init_scale`` (REFERENCE §4)."""
+    model = Transformer(cfg.model_config()).init_weights(cfg.resolved_init_std, cfg.seed)
+    if cfg.init_scale != 1.0:
+        with torch.no_grad():
+            for prm in model.parameters():
+                prm.mul_(cfg.init_scale)
+    return model
 
 
-def build_optimizer(cfg: TrainConfig, model: Transformer) -> tuple[torch.optim.Optimizer, dict[str, torch.nn.Parameter]]:
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    # The fused kernel (CPU and CUDA) is the fastest update; like every AdamW implementation it
-    # is elementwise and deterministic, so a resumed run stays bit-identical.
-    opt = torch.optim.AdamW(
-        list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay,
-        betas=(cfg.beta1, cfg.beta2), fused=True,
-    )
-    return opt, params
+def loss_and_accuracy(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy (float64 log-softmax) and accuracy of one run's logits ``[batch, p]``."""
+    loss, acc = run_loss_and_accuracy(logits[None], y[None])
+    return loss[0], acc[0]
+
+
+def run_loss_and_accuracy(
+    logits: Float[Tensor, "run batch p"], y: Int[Tensor, "run batch"], lengths: Optional[Sequence[int]] = None
+) -> tuple[Float[Tensor, "run"], Float[Tensor, "run"]]:
+    """Per run: mean cross-entropy (float64 log-softmax) and accuracy over its first ``lengths[r]`` rows.
+
+    Padded batches are averaged over each run's own rows (one reduction per distinct length), so
+    a padded run's loss is bit-identical to its unpadded one.
+    """
+    nll = -logits.double().log_softmax(-1).gather(-1, y[..., None])[..., 0]
+    correct = (logits.argmax(-1) == y).double()
+    if lengths is None:
+        return nll.mean(1), correct.mean(1)
+    loss, acc = nll.new_empty(nll.shape[0]), correct.new_empty(nll.shape[0])
+    for n in set(lengths):
+        idx = torch.tensor([r for r, m in enumerate(lengths) if m == n], device=nll.device)
+        loss[idx] = nll[idx, :n].mean(1)
+        acc[idx] = correct[idx, :n].mean(1)
+    return loss, acc
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -107,7 +128,7 @@ def retain_freed_memory() -> None:
     such blocks fresh from the kernel and unmaps them on free, so every step pays page faults
     and page zeroing on ~100 MB (measured: 12% of the canonical step on 2 cores). Raising the
     mmap threshold to its maximum (32 MB) and the trim threshold to 1 GB makes freed blocks
-    reusable. The cost is that the process keeps its peak heap; called by ``train`` only.
+    reusable. The cost is that the process keeps its peak heap; called by the trainer only.
     """
     try:
         import ctypes
@@ -133,139 +154,349 @@ def train(
     max_epochs_this_call: Optional[int] = None,
     overrides: Optional[dict] = None,
 ) -> Run:
-    """Train ``cfg`` into ``out_dir`` (new run) or continue it (``resume=True``).
+    """Train ``cfg`` into ``out_dir`` (new run) or continue it (``resume=True``; ``cfg`` is then read from it).
 
-    ``max_epochs_this_call`` stops early without marking the run complete (used by tests
-    that simulate interruptions).
+    ``overrides``: on resume, fields outside the config hash to change (``epochs``,
+    ``stop_after_grok``, ``device``, ``eval_every``). ``max_epochs_this_call`` stops early without
+    marking the run complete (used by tests that simulate interruptions).
     """
     out = Path(out_dir)
     if resume:
-        run = Run.open(out)
-        cfg = run.config
+        saved = Run.open(out).config
+        cfg = saved
         if overrides:
             # only fields outside the config hash may change, so every saved checkpoint stays valid
-            cfg = dataclasses.replace(cfg, **overrides).validate()
-            if cfg.config_hash() != run.config.config_hash():
+            cfg = dataclasses.replace(saved, **overrides).validate()
+            if cfg.config_hash() != saved.config_hash():
                 raise InterpError(f"{out}: these changes would alter the run's trajectory; start a new run instead")
     else:
         cfg.validate()
         if out.exists() and any(out.iterdir()):
             raise InterpError(f"{out} already exists and is not empty; use --resume to continue it or choose another --out")
-    device = resolve_device(cfg.device)
+    bar = _RunBar(cfg, progress)
+    runs = train_ensemble([cfg], [out], resume=resume, on_progress=bar, max_epochs_this_call=max_epochs_this_call,
+                          report=progress)
+    bar.close()
+    return runs[0]
+
+
+class _RunBar:
+    """The single-run progress bar: epochs, train/test loss and test accuracy."""
+
+    def __init__(self, cfg: TrainConfig, enabled: bool):
+        self.bar = tqdm(total=cfg.epochs, disable=not enabled, unit="ep", dynamic_ncols=True, desc=cfg.run_name)
+
+    def __call__(self, event: "ProgressEvent") -> None:
+        if event.kind == "start":
+            self.bar.n = event.epoch
+            self.bar.total = event.final_epoch
+        elif event.kind == "epoch" and (event.epoch % 10 == 0 or event.epoch == event.final_epoch):
+            self.bar.total = event.final_epoch
+            row = event.row
+            self.bar.set_postfix(train=f"{row[1]:.2e}", test=f"{row[2]:.2e}", test_acc=f"{row[4]:.3f}", refresh=False)
+            self.bar.n = event.epoch
+            self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@dataclass
+class ProgressEvent:
+    """What the trainer reports: ``start`` (a member begins at ``epoch``), ``epoch`` (a member's
+    row of ``epoch``), ``done`` (a member finished its run or this call)."""
+
+    kind: str
+    member: int
+    epoch: int
+    final_epoch: int
+    row: Optional[list[float]] = None
+    grok_epoch: Optional[int] = None
+    complete: bool = False
+
+
+@dataclass
+class _Pairs:
+    """Each member's pairs, padded to the longest with pair 0; ``lengths``: real rows per member (None: no padding)."""
+
+    a: Int[Tensor, "run batch"]
+    b: Int[Tensor, "run batch"]
+    y: Int[Tensor, "run batch"]
+    lengths: Optional[list[int]]
+
+    @classmethod
+    def stack(cls, idx: Sequence[Tensor], ys: Sequence[Tensor], p: int, device: str) -> "_Pairs":
+        n = max(len(i) for i in idx)
+        padded = torch.zeros(len(idx), n, dtype=torch.long)
+        y = torch.zeros(len(idx), n, dtype=torch.long)
+        for r, (i, yr) in enumerate(zip(idx, ys)):
+            padded[r, : len(i)] = i
+            y[r, : len(i)] = yr[i]
+        lengths = [len(i) for i in idx]
+        return cls((padded // p).to(device), (padded % p).to(device), y.to(device),
+                   None if min(lengths) == n else lengths)
+
+
+@dataclass
+class _Member:
+    """One run of the ensemble: its directory, metrics writer and position in training."""
+
+    cfg: TrainConfig
+    out: Path
+    metrics: MetricsWriter
+    train_idx: Tensor
+    test_idx: Tensor
+    y: Tensor
+    schedule: set[int]
+    epoch: int
+    start: int
+    grok_epoch: Optional[int]
+    state: dict[str, Tensor]  # weights while not stacked
+    opt_state: dict[str, Tensor]  # optimiser state while not stacked ({} before the first step)
+    target_norm: Optional[float] = None
+    stop_here: Optional[int] = None
+    done: bool = False
+    t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def final_epoch(self) -> int:
+        if self.cfg.stop_after_grok is not None and self.grok_epoch is not None:
+            return min(self.cfg.epochs, self.grok_epoch + self.cfg.stop_after_grok)
+        return self.cfg.epochs
+
+    @property
+    def stops_at(self) -> int:
+        return self.final_epoch if self.stop_here is None else min(self.final_epoch, self.stop_here)
+
+    def optim(self) -> MemberOptim:
+        wd = self.cfg.weight_decay
+        return MemberOptim(self.cfg.optimizer, self.cfg.beta1, self.cfg.beta2, wd)
+
+    def evaluates(self, epoch: int) -> bool:
+        return epoch % self.cfg.eval_every == 0 or epoch in self.schedule or epoch >= self.final_epoch
+
+
+def train_ensemble(
+    cfgs: Sequence[TrainConfig],
+    out_dirs: Sequence[str | os.PathLike],
+    resume: bool | Sequence[bool] = False,
+    on_progress: Optional[Callable[[ProgressEvent], None]] = None,
+    max_epochs_this_call: Optional[int] = None,
+    report: bool = False,
+) -> list[Run]:
+    """Train several runs of one shape at once, each into its own run directory.
+
+    ``resume``: per run (or for all), continue the run in its directory instead of starting it
+    (``cfgs[i]`` must then be its saved config, possibly with fields outside the hash changed).
+    Returns the runs, opened for reading.
+    """
+    if not cfgs:
+        return []
+    if len(cfgs) != len(out_dirs):
+        raise ValueError("one output directory per config")
+    resumes = [resume] * len(cfgs) if isinstance(resume, bool) else list(resume)
+    keys = {ensemble_key(c) for c in cfgs}
+    if len(keys) > 1:
+        diff = [f for i, f in enumerate(ENSEMBLE_FIELDS) if len({k[i] for k in keys}) > 1]
+        raise InterpError(f"runs of one ensemble must share {', '.join(diff)}")
+    for c in cfgs:
+        c.validate()
+    device = resolve_device(cfgs[0].device)
     retain_freed_memory()
-    out.mkdir(parents=True, exist_ok=True)
-    with RunLock(out):
-        if resume and overrides:
-            write_config(out, cfg)
-        return _train_locked(cfg, out, resume, device, progress, max_epochs_this_call)
+    outs = [Path(o) for o in out_dirs]
+    if len(set(map(os.path.abspath, outs))) != len(outs):
+        raise InterpError("two runs of one ensemble write to the same directory")
+    with contextlib.ExitStack() as stack:
+        for o in outs:
+            o.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(RunLock(o))
+        members = [_open_member(c, o, r, max_epochs_this_call) for c, o, r in zip(cfgs, outs, resumes)]
+        _Engine(members, device, on_progress).run()
+        for m in members:
+            m.metrics.flush()
+            _log_call(m, device, report)
+    return [Run.open(o) for o in outs]
 
 
-def _train_locked(cfg, out: Path, resume: bool, device: str, progress: bool, max_epochs_this_call) -> Run:
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg)
-    opt, params = build_optimizer(cfg, model)
-    names = {id(p): n for n, p in params.items()}
-    all_names = [n for n, _ in model.named_parameters()]
-    columns = BASE_METRICS + [f"sq_{n}" for n in all_names]
-
+def _open_member(cfg: TrainConfig, out: Path, resume: bool, max_epochs_this_call: Optional[int]) -> _Member:
+    """Prepare one run directory (new, or resumed from its newest optimiser file) and its state."""
+    names = [n for n, _ in Transformer(cfg.model_config()).named_parameters()]
+    columns = BASE_METRICS + [f"sq_{n}" for n in names]
+    metrics_path = out / METRICS_FILE
+    y = labels(cfg.task, cfg.p)
+    state: dict[str, Tensor] = {}
+    opt_state: dict[str, Tensor] = {}
+    grok_epoch = None
+    start = 0
     if not resume:
         split = make_split(cfg.p, cfg.frac_train, cfg.data_seed)
         write_split(out, split)
         (out / CKPT_DIR).mkdir(exist_ok=True)
-        metrics = MetricsWriter(out / METRICS_FILE, columns)
-        start = 0
+        metrics = MetricsWriter(metrics_path, columns)
         write_config(out, cfg)
     else:
         run = Run.open(out)
         split = run.split
-        metrics_path = out / METRICS_FILE
-        if not (out / OPTIMIZER_FILE).exists():
-            # killed before the first checkpoint completed: start over in place
-            start = 0
-            if metrics_path.exists():
-                metrics_path.unlink()
-        else:
+        if (out / OPTIMIZER_FILE).exists():
             # The optimizer file is written after its checkpoint, so its epoch is always resumable.
-            start = load_optimizer(out, opt, params)
-            state, _ = load_tensors(run.checkpoint_path(start))
-            load_model_state(model, state, str(run.checkpoint_path(start)))
+            opt_state, meta = load_tensors(out / OPTIMIZER_FILE)
+            start = int(meta["epoch"])
+            saved = run.load_state_dict(start)
+            state = {n: saved[n] for n in names}  # the model's parameter order: metrics columns and sums follow it
+        elif metrics_path.exists():  # killed before the first checkpoint completed: start over in place
+            metrics_path.unlink()
+        if cfg.to_dict() != run.config.to_dict():
+            write_config(out, cfg)  # fields outside the hash changed (train() checked); checkpoints loaded fine
         metrics = MetricsWriter(metrics_path, columns)
-
-    model.to(device)
-    for st in opt.state.values():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                st[k] = v.to(device)
-    train_b, test_b = make_batches(cfg, split, device)
-    schedule = set(cfg.checkpoint_epochs())
-    grok_epoch = _first_grok_epoch(out / METRICS_FILE) if resume else None
-    final_epoch = _final_epoch(cfg, grok_epoch)
+        grok_epoch = _first_grok_epoch(metrics_path)
+    if not state:
+        state = {n: t.detach() for n, t in build_model(cfg).named_parameters()}
+    m = _Member(cfg, out, metrics, split.train, split.test, y, set(cfg.checkpoint_epochs()), start, start,
+                grok_epoch, state, opt_state)
+    if cfg.constant_norm:
+        # the target is the norm at initialisation (after init_scale) unless given
+        init = {n: t.detach() for n, t in build_model(cfg).named_parameters()}
+        m.target_norm = cfg.target_norm or math.sqrt(sum(float(t.double().pow(2).sum()) for t in init.values()))
+    if max_epochs_this_call is not None:
+        m.stop_here = start + max_epochs_this_call
     if resume:
-        if start >= final_epoch and _last_logged_epoch(out / METRICS_FILE) == final_epoch:
-            return Run.open(out)  # already complete: touch nothing
-        # rows past the resume point belong to the interrupted call; row `start` is recomputed
-        metrics.truncate_to(start)
+        if start >= m.final_epoch and _last_logged_epoch(metrics_path) == m.final_epoch:
+            m.done = True  # already complete: touch nothing
+        else:
+            metrics.truncate_to(start)  # rows past the resume point belong to the interrupted call
+    return m
 
-    all_params = list(model.named_parameters())
-    bar = tqdm(total=final_epoch, initial=start, disable=not progress, unit="ep", dynamic_ncols=True,
-               desc=cfg.run_name)
-    t0 = time.perf_counter()
-    epoch = start
-    stop_here = None if max_epochs_this_call is None else start + max_epochs_this_call
-    while True:
-        train_logits = last_position_logits(model, train_b.a, train_b.b)
-        train_loss, train_acc = loss_and_accuracy(train_logits, train_b.y)
+
+class _Engine:
+    """Steps the live members together; members behind the others (after a crash) catch up first."""
+
+    def __init__(self, members: list[_Member], device: str, on_progress):
+        self.members = members
+        self.device = device
+        self.on_progress = on_progress or (lambda e: None)
+        self.mcfg = members[0].cfg.model_config()
+
+    def run(self) -> None:
+        live = [m for m in self.members if not m.done]
+        for m in self.members:
+            if m.done:
+                self.on_progress(ProgressEvent("done", self.members.index(m), m.epoch, m.final_epoch,
+                                               grok_epoch=m.grok_epoch, complete=m.epoch >= m.final_epoch))
+        while live:
+            e0 = min(m.epoch for m in live)
+            later = [m.epoch for m in live if m.epoch > e0]
+            cohort = [m for m in live if m.epoch == e0]
+            self._train_cohort(cohort, min(later) if later else None)
+            live = [m for m in live if not m.done]
+
+    def _train_cohort(self, cohort: list[_Member], until: Optional[int]) -> None:
+        """Train members standing at one epoch together until they finish or reach ``until``."""
+        for m in cohort:
+            self.on_progress(ProgressEvent("start", self.members.index(m), m.epoch, m.final_epoch))
+        active = list(cohort)
+        P, opt, tr, te = self._stack(active)
+        epoch = active[0].epoch
+        record = True
+        while True:
+            if until is not None and epoch >= until:  # the members ahead wait here: merge before recording
+                for m in active:
+                    m.epoch = epoch
+                self._unstack(active, P, opt)
+                return
+            logits = eq_logits(P, self.mcfg, tr.a, tr.b, tr.lengths)
+            train_loss, train_acc = run_loss_and_accuracy(logits, tr.y, tr.lengths)
+            if record:
+                finished = self._record(active, P, opt, te, epoch, train_loss, train_acc)
+                if finished:
+                    self._unstack(active, P, opt)
+                    active = [m for r, m in enumerate(active) if r not in finished]
+                    if not active:
+                        return
+                    # the forward of this epoch again, on the smaller stack, for the next step's gradient
+                    P, opt, tr, te = self._stack(active)
+                    record = False
+                    continue
+            record = True
+            epoch += 1
+            train_loss.sum().backward()
+            opt.step([lr_at(m.cfg, epoch) for m in active])
+            self._project(P, active)
+
+    def _record(self, active: list[_Member], P, opt: EnsembleOptimizer, te: _Pairs, epoch: int,
+                train_loss: Tensor, train_acc: Tensor) -> list[int]:
+        """Each member's metrics row of ``epoch``, its checkpoint when due; returns the members that finish."""
+        evaluate = [m.evaluates(epoch) for m in active]
         with torch.no_grad():
-            test_loss, test_acc = loss_and_accuracy(last_position_logits(model, test_b.a, test_b.b), test_b.y)
-            sq = torch.stack([p.detach().double().pow(2).sum() for _, p in all_params])
-            row = torch.cat([torch.stack([train_loss.detach(), test_loss, train_acc, test_acc, sq.sum()]), sq]).tolist()
-        metrics.add([epoch] + row)
-        if grok_epoch is None and row[3] >= GROK_ACC:
-            grok_epoch = epoch
-            final_epoch = _final_epoch(cfg, grok_epoch)
-            bar.total = final_epoch
-        if epoch in schedule or epoch == final_epoch:
-            save_checkpoint(out, epoch, model, cfg)
-            save_optimizer(out, epoch, opt, names, cfg)
-            metrics.flush()
-        if epoch % 10 == 0 or epoch == final_epoch:
-            bar.set_postfix(train=f"{row[0]:.2e}", test=f"{row[1]:.2e}", test_acc=f"{row[3]:.3f}", refresh=False)
-            bar.n = epoch
-            bar.refresh()
-        if epoch >= final_epoch or (stop_here is not None and epoch >= stop_here):
-            break
-        epoch += 1
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, epoch)
-        train_loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    metrics.flush()
-    bar.close()
-    dt = time.perf_counter() - t0
-    _log_call(out, start, epoch, dt, device)
-    if progress:
-        print(f"{cfg.run_name}: epochs {start}..{epoch} in {dt:.1f} s ({1000 * dt / max(1, epoch - start):.1f} ms/epoch) -> {out}")
-    return Run.open(out)
+            if any(evaluate):
+                test_loss, test_acc = run_loss_and_accuracy(eq_logits(P, self.mcfg, te.a, te.b), te.y, te.lengths)
+                test = torch.stack([test_loss, test_acc], 1).tolist()
+            sq = squared_norms(P)
+            rows = torch.cat([torch.stack([train_loss.detach(), train_acc], 1), sq.sum(1, keepdim=True), sq], 1)
+        finished = []
+        for r, (m, row) in enumerate(zip(active, rows.tolist())):
+            te_loss, te_acc = test[r] if evaluate[r] else (math.nan, math.nan)
+            full = [epoch, row[0], te_loss, row[1], te_acc] + row[2:]
+            m.metrics.add(full)
+            m.epoch = epoch
+            if m.grok_epoch is None and te_acc >= GROK_ACC:
+                m.grok_epoch = epoch
+            if epoch in m.schedule or epoch == m.final_epoch:
+                save_checkpoint(m.out, epoch, {n: t[r] for n, t in P.items()}, m.cfg)
+                save_tensors(m.out / OPTIMIZER_FILE, opt.member_state(r),
+                             {"epoch": str(epoch), "config_hash": m.cfg.config_hash()})
+                m.metrics.flush()
+            index = self.members.index(m)
+            self.on_progress(ProgressEvent("epoch", index, epoch, m.final_epoch, full))
+            if epoch >= m.stops_at:
+                finished.append(r)
+                m.done = True
+                m.metrics.flush()
+                self.on_progress(ProgressEvent("done", index, epoch, m.final_epoch, grok_epoch=m.grok_epoch,
+                                               complete=epoch >= m.final_epoch))
+        return finished
+
+    def _project(self, P: dict[str, Tensor], active: list[_Member]) -> None:
+        """Constant-norm training: members that ask for it go back to their target norm."""
+        if any(m.target_norm is not None for m in active):
+            target = torch.tensor([m.target_norm or 0.0 for m in active], dtype=torch.float64, device=self.device)
+            project_norm(P, target, target > 0)
+
+    def _stack(self, active: list[_Member]):
+        """Stack the members' weights and optimiser state; build their padded pairs."""
+        names = list(active[0].state)
+        trainable = {n for n, t in Transformer(self.mcfg).named_parameters() if t.requires_grad}
+        P = {n: torch.stack([m.state[n] for m in active]).to(self.device).requires_grad_(n in trainable) for n in names}
+        opt = EnsembleOptimizer({n: P[n] for n in names if n in trainable}, [m.optim() for m in active])
+        for r, m in enumerate(active):
+            opt.load_member_state(r, {k: v.to(self.device) for k, v in m.opt_state.items()}, str(m.out / OPTIMIZER_FILE))
+        p = self.mcfg.p
+        tr = _Pairs.stack([m.train_idx for m in active], [m.y for m in active], p, self.device)
+        te = _Pairs.stack([m.test_idx for m in active], [m.y for m in active], p, self.device)
+        return P, opt, tr, te
+
+    @staticmethod
+    def _unstack(active: list[_Member], P: dict[str, Tensor], opt: EnsembleOptimizer) -> None:
+        for r, m in enumerate(active):
+            m.state = {n: t[r].detach().clone() for n, t in P.items()}
+            m.opt_state = {k: v.clone() for k, v in opt.member_state(r).items()}
 
 
-def _log_call(out: Path, start: int, end: int, seconds: float, device: str) -> None:
+def _log_call(m: _Member, device: str, report: bool) -> None:
     """Append this call's wall time to training_log.jsonl (how long a run took, across resumes)."""
-    import json
-
-    entry = {"start_epoch": start, "end_epoch": end, "seconds": round(seconds, 2),
-             "ms_per_epoch": round(1000 * seconds / max(1, end - start), 2), "device": device,
+    end = m.epoch
+    if end <= m.start:
+        return
+    seconds = time.perf_counter() - m.t0
+    entry = {"start_epoch": m.start, "end_epoch": end, "seconds": round(seconds, 2),
+             "ms_per_epoch": round(1000 * seconds / max(1, end - m.start), 2), "device": device,
              "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with open(out / "training_log.jsonl", "a") as f:
+    with open(m.out / TRAINING_LOG, "a") as f:
         f.write(json.dumps(entry) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def _final_epoch(cfg: TrainConfig, grok_epoch: Optional[int]) -> int:
-    if cfg.stop_after_grok is not None and grok_epoch is not None:
-        return min(cfg.epochs, grok_epoch + cfg.stop_after_grok)
-    return cfg.epochs
+    if report:
+        print(f"{m.cfg.run_name}: epochs {m.start}..{end} in {seconds:.1f} s "
+              f"({entry['ms_per_epoch']:.1f} ms/epoch) -> {m.out}")
 
 
 def _last_logged_epoch(path: Path) -> Optional[int]:

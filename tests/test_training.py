@@ -1,0 +1,141 @@
+"""The trainer for R >= 1 runs: optimiser against torch.optim, ensembles against single runs, resume."""
+
+import dataclasses
+import math
+
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny_config
+
+from interp.errors import InterpError
+from interp.store import Run, load_tensors
+from interp.training.loop import train, train_ensemble
+from interp.training.optim import EnsembleOptimizer, MemberOptim, project_norm, squared_norms
+
+
+def _weights(run: Run, epoch: int) -> dict[str, torch.Tensor]:
+    return load_tensors(run.checkpoint_path(epoch))[0]
+
+
+@pytest.mark.parametrize("kind", ["adamw", "adam", "sgd"])
+def test_ensemble_optimizer_matches_torch_optim_step_for_step(kind):
+    """Members with their own lr, betas and weight decay each follow torch.optim exactly."""
+    g = torch.Generator().manual_seed(0)
+    shapes = {"w": (5, 7), "v": (3,)}
+    settings = [(1e-3, 0.9, 0.98, 1.0), (3e-3, 0.8, 0.99, 0.1), (1e-2, 0.9, 0.999, 0.0)]
+    R = len(settings)
+    init = {n: torch.randn(R, *s, generator=g) for n, s in shapes.items()}
+    P = {n: t.clone().requires_grad_(True) for n, t in init.items()}
+    ours = EnsembleOptimizer(P, [MemberOptim(kind, b1, b2, wd) for _, b1, b2, wd in settings])
+    refs = []
+    for r, (lr, b1, b2, wd) in enumerate(settings):
+        params = [init[n][r].clone().requires_grad_(True) for n in shapes]
+        if kind == "sgd":
+            opt = torch.optim.SGD(params, lr=lr, weight_decay=wd)
+        else:
+            cls = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
+            opt = cls(params, lr=lr, betas=(b1, b2), weight_decay=wd, fused=True)
+        refs.append((params, opt))
+    for _ in range(15):
+        grads = {n: torch.randn(R, *s, generator=g) for n, s in shapes.items()}
+        for n in shapes:
+            P[n].grad = grads[n].clone()
+        ours.step([lr for lr, *_ in settings])
+        for r, (params, opt) in enumerate(refs):
+            for prm, n in zip(params, shapes):
+                prm.grad = grads[n][r].clone()
+            opt.step()
+    for r, (params, _) in enumerate(refs):
+        for prm, n in zip(params, shapes):
+            assert torch.equal(P[n][r], prm), (kind, r, n)
+
+
+def test_optimizer_state_round_trips_per_member():
+    P = {"w": torch.randn(2, 4, requires_grad=True)}
+    opt = EnsembleOptimizer(P, [MemberOptim("adamw", 0.9, 0.98, 1.0)] * 2)
+    P["w"].grad = torch.ones(2, 4)
+    opt.step([1e-3, 1e-3])
+    state = opt.member_state(1)
+    assert set(state) == {"step.w", "exp_avg.w", "exp_avg_sq.w"} and state["step.w"].item() == 1
+    other = EnsembleOptimizer({"w": torch.zeros(1, 4, requires_grad=True)}, [MemberOptim("adamw", 0.9, 0.98, 1.0)])
+    other.load_member_state(0, state, "x")
+    assert other.steps == [1] and torch.equal(other.exp_avg["w"][0], opt.exp_avg["w"][1])
+
+
+def test_project_norm_rescales_active_members_only():
+    P = {"a": torch.randn(3, 4, 5), "b": torch.randn(3, 6)}
+    before = squared_norms(P).sum(1).sqrt()
+    project_norm(P, torch.tensor([2.0, 0.0, 5.0], dtype=torch.float64), torch.tensor([True, False, True]))
+    after = squared_norms(P).sum(1).sqrt()
+    assert math.isclose(after[0].item(), 2.0, rel_tol=1e-6) and math.isclose(after[2].item(), 5.0, rel_tol=1e-6)
+    assert after[1] == before[1]
+
+
+def _p31(**kw):
+    base = dict(run_name="m", p=31, frac_train=0.5, d_model=32, n_heads=2, d_head=16, d_mlp=64, epochs=300,
+                checkpoint_every=50, log_checkpoints_until=4, lr=3e-3, weight_decay=1.0)
+    return tiny_config(**{**base, **kw})
+
+
+def test_ensemble_members_equal_their_single_runs(tmp_path):
+    """Issue 11 acceptance: 4 members differing in lr, weight decay, seed and frac_train, 300 epochs."""
+    cfgs = [_p31(run_name=f"m{i}", **kw) for i, kw in enumerate(
+        [{}, {"lr": 1e-3}, {"weight_decay": 0.3, "seed": 5}, {"frac_train": 0.7, "data_seed": 3}])]
+    runs = train_ensemble(cfgs, [tmp_path / "ens" / c.run_name for c in cfgs])
+    for cfg, run in zip(cfgs, runs):
+        single = train(cfg, tmp_path / "single" / cfg.run_name, progress=False)
+        a, b = run.metrics(), single.metrics()
+        # bit-identical: the same kernels run, and padded members take gradients over their own rows
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+        assert run.checkpoint_epochs() == single.checkpoint_epochs()
+        a, b = _weights(run, 300), _weights(single, 300)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    t_mem = [r.metrics().query("train_acc >= 0.99")["epoch"].min() for r in runs]
+    assert sum(not math.isnan(t) for t in t_mem) >= 2  # the test is about runs that do learn
+
+
+def test_members_stop_when_finished_and_a_member_ahead_waits(tmp_path):
+    """Members with other budgets finish on their own; after a crash that left one member ahead,
+    the others catch up and every file equals an uninterrupted ensemble's."""
+    cfgs = [_p31(run_name="a", epochs=120, checkpoint_every=20), _p31(run_name="b", epochs=80, checkpoint_every=20,
+                                                                       seed=3),
+            _p31(run_name="c", epochs=120, checkpoint_every=20, frac_train=0.6)]
+    full = train_ensemble(cfgs, [tmp_path / "full" / c.run_name for c in cfgs])
+    assert [int(r.metrics()["epoch"].iloc[-1]) for r in full] == [120, 80, 120]
+    dirs = [tmp_path / "part" / c.run_name for c in cfgs]
+    train_ensemble(cfgs, dirs, max_epochs_this_call=50)  # all stop at 50, resumable from 40
+    train_ensemble([cfgs[0]], [dirs[0]], resume=True, max_epochs_this_call=30)  # "a" runs ahead to 70 (ckpt 60)
+    resumed = train_ensemble(cfgs, dirs, resume=True)
+    for f, r in zip(full, resumed):
+        assert f.checkpoint_epochs() == r.checkpoint_epochs()
+        for e in f.checkpoint_epochs():
+            a, b = _weights(f, e), _weights(r, e)
+            assert all(torch.equal(a[k], b[k]) for k in a), (f.name, e)
+        assert (f.path / "metrics.csv").read_bytes() == (r.path / "metrics.csv").read_bytes()
+
+
+def test_eval_every_leaves_test_metrics_empty_between_evaluations(tmp_path):
+    run = train(_p31(epochs=200, eval_every=10, checkpoint_every=50), tmp_path / "r", progress=False)
+    df = run.metrics()
+    evaluated = df.loc[df["test_acc"].notna(), "epoch"].tolist()
+    assert set(evaluated) == set(range(0, 201, 10)) | {1, 2, 4}  # every 10th, plus the log-spaced checkpoints
+    assert df["train_acc"].notna().all()
+    t_grok = df.loc[df["test_acc"] >= 0.99, "epoch"].min()
+    assert math.isnan(t_grok) or t_grok in evaluated
+
+
+def test_ensemble_refuses_mixed_shapes(tmp_path):
+    with pytest.raises(InterpError, match="d_mlp"):
+        train_ensemble([_p31(), _p31(d_mlp=32)], [tmp_path / "a", tmp_path / "b"])
+
+
+def test_init_scale_and_constant_norm(tmp_path):
+    base = _p31(epochs=20, checkpoint_every=10)
+    plain = train(base, tmp_path / "plain", progress=False)
+    scaled = train(dataclasses.replace(base, init_scale=0.5), tmp_path / "scaled", progress=False)
+    assert math.isclose(scaled.metrics()["sq_total"][0], 0.25 * plain.metrics()["sq_total"][0], rel_tol=1e-6)
+    const = train(dataclasses.replace(base, init_scale=0.8, weight_decay=0.0, constant_norm=True), tmp_path / "c",
+                  progress=False)
+    sq = const.metrics()["sq_total"].to_numpy()
+    assert abs(sq / sq[0] - 1).max() < 1e-5  # ||theta|| held at its initial value every epoch
