@@ -59,6 +59,10 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 CKPT_DIR = "checkpoints"
 LOCK_FILE = ".lock"
 TRAINING_LOG_FILE = "training_log.jsonl"
+# sweep directories (interp.training.sweep): the spec, one run directory per grid point, the index
+SWEEP_FILE = "sweep.json"
+SWEEP_RUNS_DIR = "runs"
+SWEEP_INDEX_FILE = "index.csv"
 BASE_METRICS = ["epoch", "train_loss", "test_loss", "train_acc", "test_acc", "sq_total"]
 # What `info` (and the analysis) say for T_mem / T_grok of a run whose accuracies were never
 # recorded (imported paper files record losses only).
