@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import sys
 import typing
 from pathlib import Path
@@ -153,6 +152,10 @@ def run_summary(path: str) -> dict[str, Any]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from interp.training.sweep import is_sweep
+
+    if is_sweep(args.run):
+        return _sweep_info(args.run, args.json)
     s = run_summary(args.run)
     if args.json:
         print(json.dumps(s, indent=2))
@@ -207,7 +210,8 @@ def _fmt_interval(iv) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from interp.analysis.run_table import TABLE_FILE, json_safe, analyze
+    from interp.analysis.results import TABLE_FILE, json_safe
+    from interp.analysis.run_table import analyze
 
     table, s = analyze(args.run, key_freqs=args.key_freqs, progress=not (args.json or args.no_progress),
                        recompute=args.recompute)
@@ -254,10 +258,6 @@ def _register_analyze(subparsers) -> None:
     p.set_defaults(func=cmd_analyze)
 
 
-def _safe(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._@-]+", "_", label).replace("@", "_at_")
-
-
 def _render(comp, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(comp.to_dict(), indent=2) + "\n"
@@ -267,23 +267,15 @@ def _render(comp, fmt: str) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from interp.analysis.compare import compare_specs
+    from interp.analysis.compare import compare_specs, output_path
+    from interp.analysis.fourier import parse_frequencies
     from interp.store import atomic_write_bytes
 
     key_freqs: object = args.key_freqs
     if key_freqs not in ("auto", "own"):
-        try:
-            key_freqs = [int(x) for x in str(key_freqs).replace(",", " ").split()]
-        except ValueError:
-            raise InterpError(f"--key-freqs takes auto, own or frequencies like 14,35,41; got {args.key_freqs!r}") from None
-        if not key_freqs:
-            raise InterpError("--key-freqs is empty")
+        key_freqs = parse_frequencies(key_freqs)
     comp = compare_specs(args.a, args.b, device=args.device, key_freqs=key_freqs, debiased_cka=args.debiased_cka)
-    out = Path(args.output) if args.output else None
-    if out is None:
-        base = Path(comp.b.run_path) if comp.b.run_path else Path(".")
-        la, lb = comp.labels
-        out = base / "compare" / f"{_safe(la)}__{_safe(lb)}.json"
+    out = Path(args.output) if args.output else output_path(comp, ".json")
     fmt = {".json": "json", ".csv": "csv"}.get(out.suffix.lower(), "text")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -353,6 +345,104 @@ def _register_report(subparsers) -> None:
     r.set_defaults(func=cmd_report)
 
 
+def _sweep_spec(args: argparse.Namespace):
+    """The spec of ``interp sweep``: a TOML file, and/or --preset/--set/--grid/--seeds on the command line."""
+    from interp.training.sweep import SweepSpec, parse_axis
+
+    raw: dict[str, Any] = {}
+    if args.spec:
+        raw = SweepSpec.from_toml(args.spec).to_dict()
+    if args.preset:
+        raw["preset"] = args.preset
+    fixed, grid = dict(raw.get("fixed", {})), dict(raw.get("grid", {}))
+    for item in args.set or []:
+        k, v = _key_value(item, "--set")
+        fixed[k] = parse_axis(k, v)[0]
+    for item in args.grid or []:
+        k, v = _key_value(item, "--grid")
+        grid[k] = parse_axis(k, v)
+    raw.update(fixed=fixed, grid=grid)
+    if args.seeds is not None:
+        raw["seeds"] = args.seeds
+    return SweepSpec.from_dict({k: v for k, v in raw.items() if v is not None}, "command line")
+
+
+def _key_value(item: str, flag: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise InterpError(f"{flag} takes FIELD=VALUES, got {item!r}")
+    k, v = item.split("=", 1)
+    return k.strip().replace("-", "_"), v
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from interp.training.sweep import open_sweep, run_sweep
+
+    if args.resume:
+        if args.spec or args.grid or args.set or args.preset or args.seeds is not None:
+            given = _sweep_spec(args)
+            saved, _ = open_sweep(args.resume)
+            if given.spec_hash() != saved.spec_hash():
+                raise InterpError(f"--resume continues {args.resume} with its saved spec; the spec given here differs")
+        spec, _ = open_sweep(args.resume)
+        out = args.resume
+    else:
+        if not args.out:
+            raise InterpError("sweep needs --out DIR (or --resume DIR)")
+        spec = _sweep_spec(args)
+        if not spec.grid:
+            raise InterpError("the sweep has no grid axis: give --grid FIELD=VALUES or a [grid] table")
+        out = args.out
+    if args.max_members < 1:
+        raise InterpError(f"--max-members must be >= 1, got {args.max_members}")
+    index = run_sweep(spec, out, resume=bool(args.resume) or Path(out, "sweep.json").exists(), device=args.device,
+                      executor=args.executor, address=args.address, max_members=args.max_members,
+                      progress=not args.no_progress, threads=args.threads)
+    done = int((index["status"] == "done").sum())
+    print(f"sweep {out}: {done}/{len(index)} runs done, {int(index['T_grok'].notna().sum())} grokked; index {out}/index.csv")
+    return 0
+
+
+def _sweep_info(path: str, as_json: bool) -> int:
+    from interp.training.sweep import open_sweep, read_index
+
+    spec, body = open_sweep(path)
+    df = read_index(path)
+    if as_json:
+        print(json.dumps({"sweep": path, "spec": spec.to_dict(), "index": json.loads(df.to_json(orient="records"))},
+                         indent=2))
+        return 0
+    print(f"sweep         {path}  (spec hash {body['spec_hash']}, {len(df)} runs)")
+    print(f"preset        {spec.preset or '-'}; fixed " + (", ".join(f"{k}={v}" for k, v in spec.fixed.items()) or "-"))
+    print("grid          " + "; ".join(f"{k} = {', '.join(map(str, v))}" for k, v in spec.grid.items()))
+    counts = df["status"].value_counts().to_dict()
+    print("status        " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f"; {int(df['T_grok'].notna().sum())} grokked")
+    cols = ["run", *spec.grid, "status", "epochs_trained", "T_mem", "T_grok", "test_acc", "V_mem", "V_final"]
+    print(df[[c for c in cols if c in df]].to_string(index=False))
+    return 0
+
+
+def _register_sweep(subparsers) -> None:
+    s = subparsers.add_parser(
+        "sweep", help="train a grid of runs (ensembles on one device, or Ray tasks)",
+        description="Train every point of a grid into DIR/runs/<name> (ordinary run directories) and keep an "
+                    "index DIR/index.csv. SPEC is a TOML file (preset, seeds, [fixed], [grid]); the same can be "
+                    "said with --preset, --set FIELD=VALUE, --grid FIELD=V1,V2 or FIELD=A:B, --seeds N.")
+    s.add_argument("spec", nargs="?", help="TOML spec file")
+    s.add_argument("--out", help="sweep directory")
+    s.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR with its saved spec")
+    s.add_argument("--preset", help="base preset of every run")
+    s.add_argument("--set", action="append", metavar="FIELD=VALUE", help="a field fixed for every run")
+    s.add_argument("--grid", action="append", metavar="FIELD=VALUES", help="a grid axis: V1,V2,... or A:B")
+    s.add_argument("--seeds", type=int, help="shorthand for --grid seed=0:N")
+    s.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    s.add_argument("--executor", choices=["local", "ray"], default="local", help="in this process, or Ray tasks")
+    s.add_argument("--address", help="Ray cluster address (auto, HOST:6379 or ray://HOST:10001); default: a local instance")
+    s.add_argument("--max-members", type=int, default=64, help="largest ensemble (default 64; memory may make it smaller)")
+    s.add_argument("--threads", type=int, help="torch threads per ensemble (default: torch's)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_sweep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from interp import __version__
 
@@ -369,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
-    i = sub.add_parser("info", help="summarise a run directory")
+    i = sub.add_parser("info", help="summarise a run directory, or print a sweep's index")
     i.add_argument("run")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
@@ -383,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_analyze(sub)
     _register_compare(sub)
     _register_report(sub)
+    _register_sweep(sub)
     return parser
 
 

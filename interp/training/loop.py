@@ -53,6 +53,7 @@ from interp.store import (
     CKPT_DIR,
     METRICS_FILE,
     OPTIMIZER_FILE,
+    TRAINING_LOG_FILE,
     MetricsWriter,
     Run,
     RunLock,
@@ -66,7 +67,6 @@ from interp.tasks import labels, make_split
 from interp.training.optim import EnsembleOptimizer, MemberOptim, project_norm, squared_norms
 
 GROK_ACC = phases.ACC_THRESHOLD  # T_grok's threshold, defined once in interp.analysis.phases
-TRAINING_LOG = "training_log.jsonl"
 
 # What members of one ensemble must share: the model's shape, where it runs, when it checkpoints.
 ENSEMBLE_FIELDS = ("task", "p", "d_model", "n_heads", "d_head", "d_mlp", "act_fn", "train_biases", "device",
@@ -490,7 +490,7 @@ def _log_call(m: _Member, device: str, report: bool) -> None:
     entry = {"start_epoch": m.start, "end_epoch": end, "seconds": round(seconds, 2),
              "ms_per_epoch": round(1000 * seconds / max(1, end - m.start), 2), "device": device,
              "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with open(m.out / TRAINING_LOG, "a") as f:
+    with open(m.out / TRAINING_LOG_FILE, "a") as f:
         f.write(json.dumps(entry) + "\n")
         f.flush()
         os.fsync(f.fileno())
