@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import run_cli, tiny_config
+
 from interp.analysis import measures as ms
 from interp.analysis.results import ANALYSIS_FILES
 from interp.analysis.run_table import analyze, load_analysis

@@ -39,8 +39,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.errors import InterpError
 from interp.analysis.representation import final_position_activations
+from interp.errors import InterpError
 
 LAYERS = ("resid", "mlp")
 # Default memory for holding activations of a block of checkpoints at once.

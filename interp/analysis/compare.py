@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -45,8 +44,8 @@ from interp.analysis.representation import (
     embedding_spectrum,
     final_position_activations,
 )
-from interp.errors import InterpError
 from interp.analysis.results import json_safe
+from interp.errors import InterpError
 from interp.tasks import Split
 
 __all__ = ["Checkpoint", "parse_spec", "resolve_checkpoint", "Side", "Comparison", "ComparisonSummary", "compare",

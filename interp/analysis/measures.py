@@ -43,7 +43,7 @@ Speed and precision (``progress_measures`` is called on every checkpoint of a ru
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Optional, Sequence
 

@@ -8,7 +8,6 @@ rule that produced them (``PHASE_RULE``), so a reader can check every number.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 

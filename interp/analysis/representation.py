@@ -33,7 +33,15 @@ from jaxtyping import Complex, Float, Int
 from torch import Tensor
 
 from interp.analysis import measures as ms
-from interp.analysis.fourier import basis_labels, check_frequencies, fft1d, fft2d, frame, frequency_norms, frequency_rows
+from interp.analysis.fourier import (
+    basis_labels,
+    check_frequencies,
+    fft1d,
+    fft2d,
+    frame,
+    frequency_norms,
+    frequency_rows,
+)
 from interp.errors import InterpError
 from interp.model.fast import all_pairs, eq_activations, eq_pattern, eq_tables, run_params
 
