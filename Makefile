@@ -27,6 +27,8 @@ main: setup
 # pytest exits 5 when it collects nothing; that must fail CI rather than pass silently,
 # so no special-casing: an empty suite is an error here.
 test: setup
+	$(BIN)/ruff check interp tests analyses
+	$(BIN)/ruff format --check interp tests analyses
 	$(BIN)/python -m pytest tests
 
 bench: setup

@@ -96,7 +96,7 @@ def main() -> None:
              f"- restricted loss below half its peak at epoch {rest_half}; test loss at {test_half}",
              f"- excluded loss {excl_mem:.3g} at the end of memorisation, up to {excl_cf_max:.3g} in circuit formation",
              f"- Gini W_E {head['gini_W_E']}, Gini W_L {head['gini_W_L']}, sum sq weights {head['sq_total']}",
-             f"- final: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.final.items()),
+             "- final: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.final.items()),
              "", "| check | result |", "|---|---|"] + [f"| {k} | {'PASS' if v else 'FAIL'} |" for k, v in checks.items()]
     (out / "canonical_grokking.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -4,7 +4,7 @@ import json
 import math
 
 import pytest
-import torch
+from helpers import fourier_transformer
 
 from interp import cli
 from interp.analysis.compare import compare, parse_spec, resolve_checkpoint
@@ -12,7 +12,6 @@ from interp.config import ModelConfig, TrainConfig
 from interp.errors import InterpError
 from interp.model import Transformer
 from interp.store import BASE_METRICS, METRICS_FILE, MetricsWriter, Run, save_checkpoint, write_config, write_split
-from helpers import fourier_transformer
 from interp.tasks import make_split
 
 P = 23  # random models at p = 13 can show spurious key frequencies (few frequencies to spread over)

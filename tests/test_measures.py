@@ -9,14 +9,14 @@ import math
 
 import pytest
 import torch
+from helpers import fourier_logits, fourier_neurons, fourier_transformer
 
 from interp.analysis import measures as ms
+from interp.analysis.fourier import fft2d, frame, frequency_rows, trig_directions
 from interp.analysis.losses import cross_entropy, loss_and_accuracy
 from interp.config import ModelConfig
 from interp.errors import InterpError
-from interp.analysis.fourier import fft2d, frame, frequency_rows, trig_directions
 from interp.model import Transformer, all_logits
-from helpers import fourier_logits, fourier_neurons, fourier_transformer
 from interp.tasks import all_pairs, labels, make_split
 
 torch.set_num_threads(1)

@@ -5,12 +5,12 @@ import math
 
 import pytest
 import torch
+from helpers import fourier_transformer
 
 from interp.analysis import representation as R
 from interp.config import ModelConfig
 from interp.errors import InterpError
 from interp.model import Transformer
-from helpers import fourier_transformer
 from interp.tasks import all_pairs
 
 P = 31

@@ -12,8 +12,8 @@ import dataclasses
 
 import pytest
 import torch
-
 from helpers import fourier_transformer
+
 from interp.analysis import measures as ms
 from interp.analysis import representation as rep
 from interp.analysis.fourier import frame
