@@ -14,7 +14,7 @@ $(BIN)/python:
 # torch is pinned first because any other torch request pulls the multi-GB CUDA wheels.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,ray]"
 	touch $@
 
 setup: $(VENV)/.installed
