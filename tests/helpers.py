@@ -109,3 +109,31 @@ def fourier_transformer(p: int, freqs: Sequence[int], amplitude: float = 10.0, d
         for name, prm in model.named_parameters():
             prm.copy_(sd[name].to(prm.dtype))
     return model.eval()
+
+
+def gram_linear_cka(X: Float[Tensor, "N d1"], Y: Float[Tensor, "N d2"], debiased: bool = False) -> float:
+    """Reference implementation with explicit N x N Gram matrices (O(N^2) memory: tests, small N).
+
+    Standard: HSIC = tr(K H L H) with H the centring matrix. Debiased: the unbiased estimator of
+    Song et al. 2012 on the uncentred Gram matrices.
+    """
+    X, Y = X.double(), Y.double()
+    N = X.shape[0]
+    K, L = X @ X.T, Y @ Y.T
+    if not debiased:
+        H = torch.eye(N, dtype=torch.float64) - 1.0 / N
+        Kc, Lc = H @ K @ H, H @ L @ H
+
+        def h(A, B):
+            return (A * B).sum()
+
+        return float(h(Kc, Lc) / (h(Kc, Kc) * h(Lc, Lc)).sqrt())
+
+    def hu(A, B):
+        A = A - torch.diag(torch.diag(A))
+        B = B - torch.diag(torch.diag(B))
+        one = torch.ones(N, dtype=torch.float64)
+        return ((A * B).sum() + (one @ A @ one) * (one @ B @ one) / ((N - 1) * (N - 2))
+                - 2.0 / (N - 2) * (one @ A) @ (B @ one)) / (N * (N - 3))
+
+    return float(hu(K, L) / (hu(K, K) * hu(L, L)).sqrt())

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import gram_linear_cka
 
 from interp.analysis import cka as C
 from interp.config import TrainConfig
@@ -56,14 +57,14 @@ def test_feature_form_equals_gram_form(debiased):
     g = torch.Generator().manual_seed(2)
     X = low_rank(80, 12, 4, g)
     Y = torch.cat([X[:, :5], torch.randn(80, 9, generator=g)], 1)
-    assert C.linear_cka(X, Y, debiased) == pytest.approx(C.gram_linear_cka(X, Y, debiased), abs=1e-6)
+    assert C.linear_cka(X, Y, debiased) == pytest.approx(gram_linear_cka(X, Y, debiased), abs=1e-6)
 
 
 @pytest.mark.parametrize("debiased", [False, True])
 def test_blocked_matrix_equals_pairs(debiased):
     g = torch.Generator().manual_seed(3)
     reps = [low_rank(90, 10, 3 + i % 4, g) for i in range(7)]
-    ref = torch.tensor([[C.gram_linear_cka(a, b, debiased) for b in reps] for a in reps], dtype=torch.float64)
+    ref = torch.tensor([[gram_linear_cka(a, b, debiased) for b in reps] for a in reps], dtype=torch.float64)
     # a memory budget of two representations forces 1-checkpoint blocks and recomputation
     M, ranks, _ = C.cka_cross(lambda i: reps[i], 7, debiased=debiased, memory_bytes=2 * 90 * 10 * 4)
     assert torch.allclose(M, ref, atol=1e-5) and ranks == [10] * 7

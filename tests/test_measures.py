@@ -183,7 +183,7 @@ def test_bad_input_is_a_one_line_error():
     m = random_model(13)
     with pytest.raises(InterpError, match="out of range"):
         ms.progress_measures(m, key_freqs=[7])
-    with pytest.raises(InterpError, match="n, n, d_mlp"):
+    with pytest.raises(ValueError, match="n, n, d_mlp"):  # a caller's bug
         ms.neuron_fve(torch.zeros(13, 12, 4))
     with pytest.raises(InterpError, match="Fourier structure"):
         ms.make_layout("pow", 13)

@@ -132,34 +132,6 @@ def _combine(a: _Prepared, b: _Prepared, cross_sq, debiased: bool):
     return h / (max(a.self_u, 1e-300) * max(b.self_u, 1e-300)) ** 0.5
 
 
-def gram_linear_cka(X: Float[Tensor, "N d1"], Y: Float[Tensor, "N d2"], debiased: bool = False) -> float:
-    """Reference implementation with explicit N x N Gram matrices (O(N^2) memory: tests, small N).
-
-    Standard: HSIC = tr(K H L H) with H the centring matrix. Debiased: the unbiased estimator of
-    Song et al. 2012 on the uncentred Gram matrices.
-    """
-    X, Y = X.double(), Y.double()
-    N = X.shape[0]
-    K, L = X @ X.T, Y @ Y.T
-    if not debiased:
-        H = torch.eye(N, dtype=torch.float64) - 1.0 / N
-        Kc, Lc = H @ K @ H, H @ L @ H
-
-        def h(A, B):
-            return (A * B).sum()
-
-        return float(h(Kc, Lc) / (h(Kc, Kc) * h(Lc, Lc)).sqrt())
-
-    def hu(A, B):
-        A = A - torch.diag(torch.diag(A))
-        B = B - torch.diag(torch.diag(B))
-        one = torch.ones(N, dtype=torch.float64)
-        return ((A * B).sum() + (one @ A @ one) * (one @ B @ one) / ((N - 1) * (N - 2))
-                - 2.0 / (N - 2) * (one @ A) @ (B @ one)) / (N * (N - 3))
-
-    return float(hu(K, L) / (hu(K, K) * hu(L, L)).sqrt())
-
-
 def model_cka(model_a, model_b, layer: str = "resid", debiased: bool = False) -> float:
     """CKA between two models' representations (``layer``) on the same p^2 inputs."""
     if model_a.cfg.p != model_b.cfg.p:
@@ -243,7 +215,7 @@ def cka_cross(
     def prep(load, i: int, ranks: dict[int, int]) -> _Prepared:
         x = first if (load is load_a and i == 0) else _prepare(load(i), debiased, energy_tol)
         if x.X.shape[0] != N:
-            raise InterpError(f"CKA needs the same inputs everywhere: {x.X.shape[0]} vs {N} rows")
+            raise ValueError(f"CKA needs the same inputs everywhere: {x.X.shape[0]} vs {N} rows")
         ranks[i] = x.X.shape[1]
         return x
 

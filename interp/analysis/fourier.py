@@ -33,11 +33,6 @@ from interp.errors import InterpError
 from interp.tasks import TASKS, is_prime
 
 
-def n_frequencies(n: int) -> int:
-    """Number of non-constant frequencies k = 1..n//2 of Z_n."""
-    return n // 2
-
-
 @lru_cache(maxsize=16)
 def _basis(n: int, dtype: torch.dtype) -> Tensor:
     x = torch.arange(n, dtype=torch.float64)
@@ -54,7 +49,7 @@ def _basis(n: int, dtype: torch.dtype) -> Tensor:
 def fourier_basis(n: int, dtype: torch.dtype = torch.float64) -> Float[Tensor, "n n"]:
     """Orthonormal real Fourier basis of Z_n, one basis function per row (REFERENCE §2)."""
     if n < 2:
-        raise InterpError(f"Fourier basis needs n >= 2, got {n}")
+        raise ValueError(f"Fourier basis needs n >= 2, got {n}")
     return _basis(n, dtype)
 
 
@@ -181,11 +176,6 @@ class Frame:
         """Logits on all p^2 pairs -> [n^2, n] in group order (pairs and answers)."""
         idx = self.pair_index.to(logits.device)
         return logits.index_select(0, idx).index_select(1, self.c_tokens.to(logits.device))
-
-    @property
-    def group_labels(self) -> Int[Tensor, "n_sq"]:
-        i = torch.arange(self.n)
-        return ((i[:, None] + i[None, :]) % self.n).reshape(-1)
 
 
 def frame(task: str, p: int) -> Frame:

@@ -62,7 +62,6 @@ from interp.analysis.fourier import (
     frequency_rows,
 )
 from interp.analysis.losses import correct, cross_entropy
-from interp.errors import InterpError
 from interp.model.fast import eq_activations, run_params
 from interp.tasks import Split, labels
 
@@ -305,7 +304,7 @@ def neuron_sums(post: Float[Tensor, "n n d_mlp"]) -> NeuronSums:
     """``NeuronSums`` of activations already in group order (see ``all_pair_activations``)."""
     n = post.shape[0]
     if post.shape[1] != n:
-        raise InterpError(f"neuron activations must be [n, n, d_mlp] over the group grid, got {tuple(post.shape)}")
+        raise ValueError(f"neuron activations must be [n, n, d_mlp] over the group grid, got {tuple(post.shape)}")
     X = post.double()
     ia, idg = _diag_index(n)
     flat = X.reshape(n * n, -1)

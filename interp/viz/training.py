@@ -235,7 +235,7 @@ def cka_matrix(matrix, epochs: Optional[Sequence[int]] = None, title: str = "Lin
         matrix = matrix.to_numpy(dtype=float)
     M = _np(matrix).astype(float)
     if M.ndim != 2:
-        raise InterpError(f"a CKA matrix must be 2-D, got shape {M.shape}")
+        raise ValueError(f"a CKA matrix must be 2-D, got shape {M.shape}")
     rows = [str(e) for e in (epochs if epochs is not None else range(M.shape[0]))]
     cols = [str(e) for e in (labels_b if labels_b is not None else rows)]
     fig = go.Figure(go.Heatmap(z=_f32(M), x=cols, y=rows, zmin=0, zmax=1, colorscale="Viridis",
