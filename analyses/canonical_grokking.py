@@ -65,39 +65,57 @@ def main() -> None:
         "T_grok < 20000": t_grok is not None and t_grok < 20000,
         "3 <= #key freqs <= 7": 3 <= len(summary.final_key_freqs) <= 7,
         "frac neurons FVE>0.85 >= 0.70": float(last["frac_neurons_fve"]) >= 0.70,
-        "restricted loss halves before test loss": rest_half is not None and test_half is not None and rest_half < test_half,
+        "restricted loss halves before test loss": rest_half is not None
+        and test_half is not None
+        and rest_half < test_half,
         "excluded loss rises in circuit formation": excl_cf_max > excl_mem,
         "Gini W_E end > at T_mem": t_mem is not None and float(last["gini_W_E"]) > at(t_mem, "gini_W_E"),
         "Gini W_L end > at T_mem": t_mem is not None and float(last["gini_W_L"]) > at(t_mem, "gini_W_L"),
         "sum sq weights end < at T_mem": t_mem is not None and float(last["sq_total"]) < at(t_mem, "sq_total"),
     }
     head = {
-        "run": str(run.path), "epochs_trained": int(metrics["epoch"].iloc[-1]), "checkpoints": len(ep),
-        "T_mem": t_mem, "T_grok": t_grok, "phases": {"memorisation": ph.memorisation, "circuit_formation": cf, "cleanup": ph.cleanup},
+        "run": str(run.path),
+        "epochs_trained": int(metrics["epoch"].iloc[-1]),
+        "checkpoints": len(ep),
+        "T_mem": t_mem,
+        "T_grok": t_grok,
+        "phases": {"memorisation": ph.memorisation, "circuit_formation": cf, "cleanup": ph.cleanup},
         "phase_rule": ph.rule,
         "peak_test_loss": {"epoch": int(ep[i_tp]), "value": float(test[i_tp])},
-        "key_freqs": summary.final_key_freqs, "embedding_freqs": summary.final_embedding_freqs,
+        "key_freqs": summary.final_key_freqs,
+        "embedding_freqs": summary.final_embedding_freqs,
         "frac_neurons_fve_gt_0.85": float(last["frac_neurons_fve"]),
-        "restricted_loss_half_peak_epoch": rest_half, "test_loss_half_peak_epoch": test_half,
-        "excluded_loss_end_of_memorisation": excl_mem, "excluded_loss_max_in_circuit_formation": excl_cf_max,
+        "restricted_loss_half_peak_epoch": rest_half,
+        "test_loss_half_peak_epoch": test_half,
+        "excluded_loss_end_of_memorisation": excl_mem,
+        "excluded_loss_max_in_circuit_formation": excl_cf_max,
         "gini_W_E": {"T_mem": at(t_mem, "gini_W_E") if t_mem is not None else None, "final": float(last["gini_W_E"])},
         "gini_W_L": {"T_mem": at(t_mem, "gini_W_L") if t_mem is not None else None, "final": float(last["gini_W_L"])},
         "sq_total": {"T_mem": at(t_mem, "sq_total") if t_mem is not None else None, "final": float(last["sq_total"])},
-        "final": summary.final, **log, "checks": checks,
+        "final": summary.final,
+        **log,
+        "checks": checks,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "canonical_grokking.json").write_text(json.dumps(head, indent=2, default=str) + "\n")
-    lines = [f"# Canonical run: {run.path}", "", f"- T_mem {t_mem}, T_grok {t_grok}, trained to epoch {head['epochs_trained']}"
-             + (f" in {log['training_seconds']} s" if log else ""),
-             f"- phases: memorisation {ph.memorisation}, circuit formation {cf}, cleanup {ph.cleanup}",
-             f"- key frequencies {summary.final_key_freqs} (embedding cross-check {summary.final_embedding_freqs}); "
-             f"{100 * float(last['frac_neurons_fve']):.1f}% of neurons with FVE > 0.85",
-             f"- restricted loss below half its peak at epoch {rest_half}; test loss at {test_half}",
-             f"- excluded loss {excl_mem:.3g} at the end of memorisation, up to {excl_cf_max:.3g} in circuit formation",
-             f"- Gini W_E {head['gini_W_E']}, Gini W_L {head['gini_W_L']}, sum sq weights {head['sq_total']}",
-             "- final: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.final.items()),
-             "", "| check | result |", "|---|---|"] + [f"| {k} | {'PASS' if v else 'FAIL'} |" for k, v in checks.items()]
+    lines = [
+        f"# Canonical run: {run.path}",
+        "",
+        f"- T_mem {t_mem}, T_grok {t_grok}, trained to epoch {head['epochs_trained']}"
+        + (f" in {log['training_seconds']} s" if log else ""),
+        f"- phases: memorisation {ph.memorisation}, circuit formation {cf}, cleanup {ph.cleanup}",
+        f"- key frequencies {summary.final_key_freqs} (embedding cross-check {summary.final_embedding_freqs}); "
+        f"{100 * float(last['frac_neurons_fve']):.1f}% of neurons with FVE > 0.85",
+        f"- restricted loss below half its peak at epoch {rest_half}; test loss at {test_half}",
+        f"- excluded loss {excl_mem:.3g} at the end of memorisation, up to {excl_cf_max:.3g} in circuit formation",
+        f"- Gini W_E {head['gini_W_E']}, Gini W_L {head['gini_W_L']}, sum sq weights {head['sq_total']}",
+        "- final: "
+        + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.final.items()),
+        "",
+        "| check | result |",
+        "|---|---|",
+    ] + [f"| {k} | {'PASS' if v else 'FAIL'} |" for k, v in checks.items()]
     (out / "canonical_grokking.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out / 'canonical_grokking.md'} and {out / 'canonical_grokking.json'}")

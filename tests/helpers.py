@@ -53,7 +53,9 @@ def fourier_neurons(n: int, freqs: Sequence[int], per_freq: int = 4, seed: int =
     return torch.stack(cols, dim=-1)
 
 
-def fourier_transformer(p: int, freqs: Sequence[int], amplitude: float = 10.0, d_model: int = 32, d_head: int = 8) -> Transformer:
+def fourier_transformer(
+    p: int, freqs: Sequence[int], amplitude: float = 10.0, d_model: int = 32, d_head: int = 8
+) -> Transformer:
     """A ``Transformer`` (task add mod p) whose logits are sum_k amplitude * cos(w_k(a + b - c)).
 
     d_mlp = len(freqs) * p^2. Needs d_model >= 3 + 8 * len(freqs) and d_head >= 2 * len(freqs).
@@ -71,7 +73,9 @@ def fourier_transformer(p: int, freqs: Sequence[int], amplitude: float = 10.0, d
     A = list(range(3 + 2 * K, 3 + 4 * K))  # copy of a's features at '='
     B = list(range(3 + 4 * K, 3 + 6 * K))  # copy of b's features
     Lf = list(range(3 + 6 * K, 3 + 8 * K))  # (cos, sin) logit directions per k
-    sd = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+    sd = {
+        k: torch.zeros_like(v, dtype=torch.float64) for k, v in model.state_dict().items() if v.dtype.is_floating_point
+    }
 
     for r, k in enumerate(freqs):
         sd["embed.W_E"][:p, E[2 * r]] = torch.cos(th * k * x)
@@ -133,7 +137,10 @@ def gram_linear_cka(X: Float[Tensor, "N d1"], Y: Float[Tensor, "N d2"], debiased
         A = A - torch.diag(torch.diag(A))
         B = B - torch.diag(torch.diag(B))
         one = torch.ones(N, dtype=torch.float64)
-        return ((A * B).sum() + (one @ A @ one) * (one @ B @ one) / ((N - 1) * (N - 2))
-                - 2.0 / (N - 2) * (one @ A) @ (B @ one)) / (N * (N - 3))
+        return (
+            (A * B).sum()
+            + (one @ A @ one) * (one @ B @ one) / ((N - 1) * (N - 2))
+            - 2.0 / (N - 2) * (one @ A) @ (B @ one)
+        ) / (N * (N - 3))
 
     return float(hu(K, L) / (hu(K, K) * hu(L, L)).sqrt())

@@ -32,9 +32,24 @@ def test_quick_run_table_summary_and_acceptance_shape(run_copy):
     table, s = analyze(run_copy, progress=False)
     eps = run_copy.checkpoint_epochs()
     assert table["epoch"].tolist() == eps and s.computed == len(eps)
-    for col in ["train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "excluded_loss",
-                "gini_W_E", "gini_W_L", "frac_neurons_fve", "key_freqs", "cos_fve", "sq_total",
-                "sq_embed.W_E", "neurons_k1", "emb_norm_k0", "wl_norm_k1"]:
+    for col in [
+        "train_loss",
+        "test_loss",
+        "train_acc",
+        "test_acc",
+        "restricted_loss",
+        "excluded_loss",
+        "gini_W_E",
+        "gini_W_L",
+        "frac_neurons_fve",
+        "key_freqs",
+        "cos_fve",
+        "sq_total",
+        "sq_embed.W_E",
+        "neurons_k1",
+        "emb_norm_k0",
+        "wl_norm_k1",
+    ]:
         assert col in table.columns, col
     assert all(f"excluded_loss_k{k}" in table.columns and f"cos_coef_k{k}" in table.columns for k in s.key_freqs)
     assert 1 <= len(s.key_freqs) <= 7 and s.key_freqs_source == "final checkpoint"

@@ -16,8 +16,16 @@ from interp.tasks import make_split
 
 def fake_run(path, p=13, d_model=16, d_mlp=32, epochs=(0, 10, 20, 30), seed=0):
     """A run directory with random checkpoints (no training: the tests only need the format)."""
-    cfg = TrainConfig(run_name=path.name, p=p, frac_train=0.5, d_model=d_model, n_heads=2, d_head=8, d_mlp=d_mlp,
-                      epochs=max(max(epochs), 1))
+    cfg = TrainConfig(
+        run_name=path.name,
+        p=p,
+        frac_train=0.5,
+        d_model=d_model,
+        n_heads=2,
+        d_head=8,
+        d_mlp=d_mlp,
+        epochs=max(max(epochs), 1),
+    )
     path.mkdir(parents=True)
     write_config(path, cfg)
     write_split(path, make_split(p, cfg.frac_train, cfg.data_seed))

@@ -20,8 +20,17 @@ FREQS = [2, 5]
 
 def synth_config(name: str) -> TrainConfig:
     # the shape of fourier_transformer(P, FREQS): d_mlp = len(FREQS) * P^2, trained biases
-    return TrainConfig(run_name=name, p=P, frac_train=0.5, d_model=32, n_heads=2, d_head=8, d_mlp=len(FREQS) * P * P,
-                       train_biases=True, epochs=300)
+    return TrainConfig(
+        run_name=name,
+        p=P,
+        frac_train=0.5,
+        d_model=32,
+        n_heads=2,
+        d_head=8,
+        d_mlp=len(FREQS) * P * P,
+        train_biases=True,
+        epochs=300,
+    )
 
 
 def random_like(cfg: TrainConfig, seed: int) -> Transformer:
@@ -50,10 +59,18 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cmp")
     cfg = synth_config("x")
     gen = fourier_transformer(P, FREQS)
-    grok = make_run(root / "grok", {0: random_like(cfg, 0), 100: random_like(cfg, 1), 200: random_like(cfg, 2), 300: gen},
-                    lambda e: float(e >= 130), lambda e: float(e >= 250))
-    mem = make_run(root / "mem", {0: random_like(cfg, 3), 150: random_like(cfg, 4), 300: random_like(cfg, 5)},
-                   lambda e: float(e >= 60), lambda e: 0.05)
+    grok = make_run(
+        root / "grok",
+        {0: random_like(cfg, 0), 100: random_like(cfg, 1), 200: random_like(cfg, 2), 300: gen},
+        lambda e: float(e >= 130),
+        lambda e: float(e >= 250),
+    )
+    mem = make_run(
+        root / "mem",
+        {0: random_like(cfg, 3), 150: random_like(cfg, 4), 300: random_like(cfg, 5)},
+        lambda e: float(e >= 60),
+        lambda e: 0.05,
+    )
     return grok, mem
 
 
@@ -96,9 +113,19 @@ def test_generalising_side_wins(runs):
     assert 0.0 <= comp.cka["resid"] <= 1.0 and 0.0 <= comp.cka["mlp"] <= 1.0
     df = comp.to_frame()
     assert list(df.columns) == ["mem@300", "grok@300"]
-    for row in ("train loss", "test accuracy", "key frequencies (own)", "Gini of W_E Fourier norms",
-                "RQI (circle chart, planes jointly)", "  k=5: RQI of its plane alone", "restricted loss (all inputs)", "excluded loss (train)", "sum of squared weights",
-                "  k=2: W_E energy share", "CKA A vs B, final residual (linear)"):
+    for row in (
+        "train loss",
+        "test accuracy",
+        "key frequencies (own)",
+        "Gini of W_E Fourier norms",
+        "RQI (circle chart, planes jointly)",
+        "  k=5: RQI of its plane alone",
+        "restricted loss (all inputs)",
+        "excluded loss (train)",
+        "sum of squared weights",
+        "  k=2: W_E energy share",
+        "CKA A vs B, final residual (linear)",
+    ):
         assert row in df.index
     assert df.loc["key frequencies (own)", "grok@300"] == "2 5"
     json.dumps(comp.to_dict())  # JSON-safe

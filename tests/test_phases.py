@@ -19,8 +19,9 @@ def grokking_table(grok=True, mem=True):
     restricted = np.where(e >= 15000, 1e-6, restricted)
     if not grok:
         restricted = np.full(e.shape, 5.0)
-    return pd.DataFrame(dict(epoch=e, train_acc=train_acc, test_acc=test_acc, test_loss=test_loss,
-                             restricted_loss=restricted))
+    return pd.DataFrame(
+        dict(epoch=e, train_acc=train_acc, test_acc=test_acc, test_loss=test_loss, restricted_loss=restricted)
+    )
 
 
 def test_phases_of_a_grokking_run():
@@ -45,9 +46,14 @@ def test_no_grokking_and_no_memorisation():
 def test_per_epoch_metrics_refine_t_mem_and_t_grok():
     table = grokking_table()
     e = np.arange(0, 20001)
-    metrics = pd.DataFrame(dict(epoch=e, train_acc=np.where(e >= 257, 1.0, 0.2),
-                                test_acc=np.where(e >= 13950, 1.0, 0.01),
-                                test_loss=np.interp(e, table.epoch, table.test_loss)))
+    metrics = pd.DataFrame(
+        dict(
+            epoch=e,
+            train_acc=np.where(e >= 257, 1.0, 0.2),
+            test_acc=np.where(e >= 13950, 1.0, 0.01),
+            test_loss=np.interp(e, table.epoch, table.test_loss),
+        )
+    )
     ph = find_phases(table, metrics)
     assert (ph.t_mem, ph.t_grok) == (257, 13950)
     assert first_epoch_reaching([0, 5, 9], [0.5, 0.99, 1.0]) == 5

@@ -23,8 +23,14 @@ def analysed(quick_run):
     table, summary = analyze(quick_run, progress=False, views=False)
     eps = quick_run.checkpoint_epochs()
     models = {e: quick_run.load_model(e) for e in pick_epochs(eps, 8, [summary.t_mem])}
-    return dict(run=quick_run, table=table, summary=summary, metrics=quick_run.metrics(),
-                final=quick_run.load_model(), models=models)
+    return dict(
+        run=quick_run,
+        table=table,
+        summary=summary,
+        metrics=quick_run.metrics(),
+        final=quick_run.load_model(),
+        models=models,
+    )
 
 
 def _points(fig: go.Figure) -> int:
@@ -57,8 +63,13 @@ def test_over_training_figures(analysed):
     assert spans, "the quick run goes through its phases"
     assert len(prog.layout.shapes) == n_panels * (len(spans) + sum(v is not None for v in marks.values()))
     names = {t.name for t in prog.data}
-    for want in ("restricted loss", "excluded loss (train)", "Gini of W_E Fourier norms", "sum of squared weights",
-                 "neurons with FVE > 0.85"):
+    for want in (
+        "restricted loss",
+        "excluded loss (train)",
+        "Gini of W_E Fourier norms",
+        "sum of squared weights",
+        "neurons with FVE > 0.85",
+    ):
         assert want in names
     # the heatmap shows shares: every checkpoint's column sums to 1
     z = np.asarray(figs[3].data[0].z, dtype=float)
@@ -128,9 +139,18 @@ def _long_metrics(n: int = 25_001) -> pd.DataFrame:
     e = np.arange(n)
     test = 4.7 * np.exp(-e / 3000.0) + 1e-7
     test[1400] = 40.0  # a one-epoch spike (the test-loss peak) must survive thinning
-    return pd.DataFrame({"epoch": e, "train_loss": np.exp(-e / 500.0) + 1e-8, "test_loss": test,
-                         "train_acc": np.minimum(1, e / 1000), "test_acc": np.minimum(1, e / 15000), "sq_total": 1000 - e / 50,
-                         "sq_embed.W_E": 100 - e / 500, "sq_blocks.0.attn.b_Q": 0.0})
+    return pd.DataFrame(
+        {
+            "epoch": e,
+            "train_loss": np.exp(-e / 500.0) + 1e-8,
+            "test_loss": test,
+            "train_acc": np.minimum(1, e / 1000),
+            "test_acc": np.minimum(1, e / 15000),
+            "sq_total": 1000 - e / 50,
+            "sq_embed.W_E": 100 - e / 500,
+            "sq_blocks.0.attn.b_Q": 0.0,
+        }
+    )
 
 
 def test_long_runs_are_thinned_and_light():

@@ -65,9 +65,18 @@ window.__errors = [];
 })();
 """
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--host-resolver-rules=MAP * ~NOTFOUND"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+]
 
 
 def find_chromium() -> str | None:
@@ -102,8 +111,9 @@ def ensure_chromium() -> str:
     return path
 
 
-def check_in_browser(report: Path, screenshot: Path | None = None, chromium: str | None = None,
-                     budget_ms: int = 20_000) -> dict:
+def check_in_browser(
+    report: Path, screenshot: Path | None = None, chromium: str | None = None, budget_ms: int = 20_000
+) -> dict:
     """Open ``report`` in headless Chromium; returns the probe's verdict (+ ``console`` lines from stderr)."""
     chromium = chromium or find_chromium()
     if not chromium:
@@ -115,19 +125,41 @@ def check_in_browser(report: Path, screenshot: Path | None = None, chromium: str
         assert text.count("<head>") == 1
         page.write_text(text.replace("<head>", "<head>\n<script>" + PROBE_JS + "</script>", 1), encoding="utf-8")
         common = [chromium, *CHROMIUM_FLAGS, f"--virtual-time-budget={budget_ms}", "--window-size=1400,4000"]
-        r = subprocess.run([*common, f"--user-data-dir={work / 'profile1'}", "--enable-logging=stderr", "--v=0",
-                            "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [
+                *common,
+                f"--user-data-dir={work / 'profile1'}",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--dump-dom",
+                page.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         m = re.search(r'<pre id="__verdict">(.*?)</pre>', r.stdout, re.S)
         if not m:
-            raise AssertionError(f"no verdict in the dumped DOM (chromium exit {r.returncode}); stderr tail:\n"
-                                 + "\n".join(r.stderr.splitlines()[-15:]))
+            raise AssertionError(
+                f"no verdict in the dumped DOM (chromium exit {r.returncode}); stderr tail:\n"
+                + "\n".join(r.stderr.splitlines()[-15:])
+            )
         verdict = json.loads(html.unescape(m.group(1)))
         verdict["console"] = [ln for ln in r.stderr.splitlines() if ":CONSOLE" in ln]
         if screenshot is not None:
             screenshot = Path(screenshot)
             screenshot.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run([*common, f"--user-data-dir={work / 'profile2'}", f"--screenshot={screenshot}", Path(report).resolve().as_uri()],
-                           capture_output=True, text=True, timeout=300)
+            subprocess.run(
+                [
+                    *common,
+                    f"--user-data-dir={work / 'profile2'}",
+                    f"--screenshot={screenshot}",
+                    Path(report).resolve().as_uri(),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             verdict["screenshot"] = str(screenshot) if screenshot.exists() else None
         return verdict
     finally:
@@ -255,8 +287,10 @@ def test_cli_report(quick_run, tmp_path):
 
 
 def test_cli_report_bad_input(tmp_path):
-    for args, msg in ((["report", str(tmp_path / "nope")], "does not exist"),
-                      (["report", "a", "b", "c"], "one run or two checkpoints")):
+    for args, msg in (
+        (["report", str(tmp_path / "nope")], "does not exist"),
+        (["report", "a", "b", "c"], "one run or two checkpoints"),
+    ):
         r = run_cli(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.startswith("interp: error:") and msg in r.stderr and r.stderr.count("\n") == 1
@@ -270,5 +304,7 @@ if __name__ == "__main__":  # check any report by hand
     figs = res.pop("figures")
     print(json.dumps(res, indent=2))
     for f in figs:
-        print(f"{f['id']:>6} {f['width']:>5.0f} x {f['height']:<5.0f} svgs {f['svgs']} drawn {f['drawn']}  {f['title']}")
+        print(
+            f"{f['id']:>6} {f['width']:>5.0f} x {f['height']:<5.0f} svgs {f['svgs']} drawn {f['drawn']}  {f['title']}"
+        )
     print(f"{len(figs)} figures, {len(res['errors'])} errors, {rep.stat().st_size / 1e6:.1f} MB")

@@ -29,7 +29,10 @@ def circle_embedding(model, freqs, noise=0.0, seed=0):
     x = torch.arange(p, dtype=torch.float32)
     W = torch.zeros(p + 1, d)
     for i, k in enumerate(freqs):
-        W[:p] += torch.cos(2 * math.pi * k * x / p)[:, None] * Q[2 * i] + torch.sin(2 * math.pi * k * x / p)[:, None] * Q[2 * i + 1]
+        W[:p] += (
+            torch.cos(2 * math.pi * k * x / p)[:, None] * Q[2 * i]
+            + torch.sin(2 * math.pi * k * x / p)[:, None] * Q[2 * i + 1]
+        )
     W += noise * torch.randn(p + 1, d, generator=g)
     with torch.no_grad():
         model.embed.W_E.copy_(W)

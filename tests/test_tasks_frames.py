@@ -78,8 +78,18 @@ def test_run_analysis_reads_the_task_from_the_run(task, p, freqs, tmp_path):
 
     m = task_model(task, p, freqs)
     c = m.cfg
-    cfg = TrainConfig(run_name=task, task=task, p=p, d_model=c.d_model, n_heads=c.n_heads, d_head=c.d_head,
-                      d_mlp=c.d_mlp, train_biases=True, epochs=1, frac_train=0.5)
+    cfg = TrainConfig(
+        run_name=task,
+        task=task,
+        p=p,
+        d_model=c.d_model,
+        n_heads=c.n_heads,
+        d_head=c.d_head,
+        d_mlp=c.d_mlp,
+        train_biases=True,
+        epochs=1,
+        frac_train=0.5,
+    )
     assert cfg.model_config() == ModelConfig(**{**c.to_dict()})
     write_config(tmp_path, cfg)
     write_split(tmp_path, make_split(p, cfg.frac_train, cfg.data_seed))

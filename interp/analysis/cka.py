@@ -190,8 +190,14 @@ def _cross_block(A: list[_Prepared], B: list[_Prepared], debiased: bool) -> Tens
 
 
 def cka_cross(
-    load_a: Callable[[int], Tensor], n_a: int, load_b: Optional[Callable[[int], Tensor]] = None, n_b: Optional[int] = None,
-    debiased: bool = False, energy_tol: float = 0.0, memory_bytes: int = DEFAULT_MEMORY_BYTES, progress: bool = False,
+    load_a: Callable[[int], Tensor],
+    n_a: int,
+    load_b: Optional[Callable[[int], Tensor]] = None,
+    n_b: Optional[int] = None,
+    debiased: bool = False,
+    energy_tol: float = 0.0,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    progress: bool = False,
 ) -> tuple[Tensor, list[int], list[int]]:
     """CKA matrix between representations produced on demand.
 
@@ -233,9 +239,9 @@ def cka_cross(
                 continue
             B = A if symmetric and bj == bi else [prep(load_b, j, ranks_b) for j in jb]
             S = _cross_block(A, B, debiased)
-            M[ia[0]:ia[-1] + 1, jb[0]:jb[-1] + 1] = S
+            M[ia[0] : ia[-1] + 1, jb[0] : jb[-1] + 1] = S
             if symmetric:
-                M[jb[0]:jb[-1] + 1, ia[0]:ia[-1] + 1] = S.T
+                M[jb[0] : jb[-1] + 1, ia[0] : ia[-1] + 1] = S.T
             bar.update(1)
     bar.close()
     if symmetric:
@@ -268,7 +274,9 @@ def _run_epochs(run, epochs: Optional[Sequence[int]], max_checkpoints: Optional[
         missing = [e for e in eps if e not in set(have)]
         if missing:
             near = run.nearest_epochs(missing[0])
-            raise InterpError(f"{run.path}: no checkpoint at epoch {missing[0]}; nearest available: {', '.join(map(str, near))}")
+            raise InterpError(
+                f"{run.path}: no checkpoint at epoch {missing[0]}; nearest available: {', '.join(map(str, near))}"
+            )
     if max_checkpoints is not None and len(eps) > max_checkpoints:
         if max_checkpoints < 2:
             raise InterpError("max_checkpoints must be >= 2")
@@ -285,8 +293,14 @@ def _open(run_or_path):
 
 
 def checkpoint_cka_matrix(
-    run, layer: str = "resid", epochs: Optional[Sequence[int]] = None, max_checkpoints: Optional[int] = None,
-    debiased: bool = False, energy_tol: float = 0.0, memory_bytes: int = DEFAULT_MEMORY_BYTES, progress: bool = False,
+    run,
+    layer: str = "resid",
+    epochs: Optional[Sequence[int]] = None,
+    max_checkpoints: Optional[int] = None,
+    debiased: bool = False,
+    energy_tol: float = 0.0,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    progress: bool = False,
 ) -> CKAMatrix:
     """CKA between every pair of checkpoints of one run (``layer``: "resid" or "mlp").
 
@@ -297,15 +311,28 @@ def checkpoint_cka_matrix(
     run = _open(run)
     _check_layer(layer)
     eps = _run_epochs(run, epochs, max_checkpoints)
-    M, ra, _ = cka_cross(_run_loader(run, eps, layer), len(eps), debiased=debiased, energy_tol=energy_tol,
-                         memory_bytes=memory_bytes, progress=progress)
+    M, ra, _ = cka_cross(
+        _run_loader(run, eps, layer),
+        len(eps),
+        debiased=debiased,
+        energy_tol=energy_tol,
+        memory_bytes=memory_bytes,
+        progress=progress,
+    )
     return CKAMatrix(M, eps, eps, layer, debiased, energy_tol, str(run.path), str(run.path), ra, ra)
 
 
 def run_cka(
-    run_a, run_b, layer: str = "resid", epochs_a: Optional[Sequence[int]] = None, epochs_b: Optional[Sequence[int]] = None,
-    max_checkpoints: Optional[int] = None, debiased: bool = False, energy_tol: float = 0.0,
-    memory_bytes: int = DEFAULT_MEMORY_BYTES, progress: bool = False,
+    run_a,
+    run_b,
+    layer: str = "resid",
+    epochs_a: Optional[Sequence[int]] = None,
+    epochs_b: Optional[Sequence[int]] = None,
+    max_checkpoints: Optional[int] = None,
+    debiased: bool = False,
+    energy_tol: float = 0.0,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    progress: bool = False,
 ) -> CKAMatrix:
     """CKA between the checkpoints of two runs (rows: run A, columns: run B) on the same inputs.
 
@@ -315,9 +342,19 @@ def run_cka(
     _check_layer(layer)
     ca, cb = run_a.config, run_b.config
     if (ca.task, ca.p) != (cb.task, cb.p):
-        raise InterpError(f"CKA needs the same inputs: {run_a.path} is {ca.task} mod {ca.p}, {run_b.path} is {cb.task} mod {cb.p}")
+        raise InterpError(
+            f"CKA needs the same inputs: {run_a.path} is {ca.task} mod {ca.p}, {run_b.path} is {cb.task} mod {cb.p}"
+        )
     ea = _run_epochs(run_a, epochs_a, max_checkpoints)
     eb = _run_epochs(run_b, epochs_b, max_checkpoints)
-    M, ra, rb = cka_cross(_run_loader(run_a, ea, layer), len(ea), _run_loader(run_b, eb, layer), len(eb),
-                          debiased=debiased, energy_tol=energy_tol, memory_bytes=memory_bytes, progress=progress)
+    M, ra, rb = cka_cross(
+        _run_loader(run_a, ea, layer),
+        len(ea),
+        _run_loader(run_b, eb, layer),
+        len(eb),
+        debiased=debiased,
+        energy_tol=energy_tol,
+        memory_bytes=memory_bytes,
+        progress=progress,
+    )
     return CKAMatrix(M, ea, eb, layer, debiased, energy_tol, str(run_a.path), str(run_b.path), ra, rb)

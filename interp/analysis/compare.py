@@ -48,8 +48,19 @@ from interp.analysis.results import json_safe
 from interp.errors import InterpError
 from interp.tasks import Split
 
-__all__ = ["Checkpoint", "parse_spec", "resolve_checkpoint", "Side", "Comparison", "ComparisonSummary", "compare",
-           "compare_specs", "output_path", "file_label", "SHAPE_FIELDS"]
+__all__ = [
+    "Checkpoint",
+    "parse_spec",
+    "resolve_checkpoint",
+    "Side",
+    "Comparison",
+    "ComparisonSummary",
+    "compare",
+    "compare_specs",
+    "output_path",
+    "file_label",
+    "SHAPE_FIELDS",
+]
 
 # What must match for two models to be compared (the ModelConfig fields that give parameter shapes).
 SHAPE_FIELDS = ("p", "d_model", "n_heads", "d_head", "d_mlp")
@@ -153,8 +164,10 @@ def resolve_epoch(run, when: Optional[str], path: str = "RUN") -> tuple[int, str
         t = _threshold_epoch(run, col)
         if t is None:
             which = "train" if name == "T_mem" else "test"
-            raise InterpError(f"{run.path}: {which} accuracy never reached 0.99, so {name} is undefined "
-                              f"(checkpoints {eps[0]}..{eps[-1]}); pick an epoch with {path}@EPOCH")
+            raise InterpError(
+                f"{run.path}: {which} accuracy never reached 0.99, so {name} is undefined "
+                f"(checkpoints {eps[0]}..{eps[-1]}); pick an epoch with {path}@EPOCH"
+            )
         later = [e for e in eps if e >= t]
         epoch = later[0] if later else eps[-1]
         note = f"{name} = {t}" + ("" if epoch == t else f"; first checkpoint at or after it: {epoch}")
@@ -162,10 +175,14 @@ def resolve_epoch(run, when: Optional[str], path: str = "RUN") -> tuple[int, str
         try:
             epoch = int(when)
         except ValueError:
-            raise InterpError(f"bad checkpoint spec {path}@{when}: after '@' put an epoch number, final, T_mem or T_grok") from None
+            raise InterpError(
+                f"bad checkpoint spec {path}@{when}: after '@' put an epoch number, final, T_mem or T_grok"
+            ) from None
         if epoch not in set(eps):
             near = run.nearest_epochs(epoch)
-            raise InterpError(f"{run.path} has no checkpoint at epoch {epoch}; nearest available: {', '.join(map(str, near))}")
+            raise InterpError(
+                f"{run.path} has no checkpoint at epoch {epoch}; nearest available: {', '.join(map(str, near))}"
+            )
     return epoch, note
 
 
@@ -206,7 +223,9 @@ def _check_shapes(a: Checkpoint, b: Checkpoint, same_shape: bool) -> None:
         raise InterpError(f"cannot compare models of different shapes: {a.label} and {b.label} differ in {what}")
 
 
-def _measure(c: Checkpoint, freqs: Optional[list[int]], tol: float) -> tuple[ms.ProgressMeasures, RQIResult, RQIResult, float, Tensor]:
+def _measure(
+    c: Checkpoint, freqs: Optional[list[int]], tol: float
+) -> tuple[ms.ProgressMeasures, RQIResult, RQIResult, float, Tensor]:
     pm = ms.progress_measures(c.model, c.split, key_freqs=freqs)
     spectrum = embedding_spectrum(c.model)
     planes = freqs if freqs is not None else pm.key_freqs
@@ -252,24 +271,36 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary: labels, notes, the frequencies used, CKA, and the rows."""
         la, lb = self.labels
-        return json_safe({
-            "a": {"label": la, "epoch": self.a.epoch, "run": self.a.run_path, "note": self.a.note},
-            "b": {"label": lb, "epoch": self.b.epoch, "run": self.b.run_path, "note": self.b.note},
-            "analysis_freqs": {"a": self.analysis_freqs[0], "b": self.analysis_freqs[1], "source": self.freqs_source},
-            "cka": self.cka,
-            "rows": [{"measure": m, "a": a, "b": b} for m, a, b in self.rows],
-        })
+        return json_safe(
+            {
+                "a": {"label": la, "epoch": self.a.epoch, "run": self.a.run_path, "note": self.a.note},
+                "b": {"label": lb, "epoch": self.b.epoch, "run": self.b.run_path, "note": self.b.note},
+                "analysis_freqs": {
+                    "a": self.analysis_freqs[0],
+                    "b": self.analysis_freqs[1],
+                    "source": self.freqs_source,
+                },
+                "cka": self.cka,
+                "rows": [{"measure": m, "a": a, "b": b} for m, a, b in self.rows],
+            }
+        )
 
     def summary(self) -> "ComparisonSummary":
         """The plain data a figure or a report shows (JSON round-trip: ``to_dict`` / ``from_dict``)."""
         sides = (self.a, self.b)
         return ComparisonSummary(
-            labels=list(self.labels), notes=[s.note for s in sides], epochs=[s.epoch for s in sides],
-            run_paths=[s.run_path for s in sides], rows=[list(r) for r in self.rows],
+            labels=list(self.labels),
+            notes=[s.note for s in sides],
+            epochs=[s.epoch for s in sides],
+            run_paths=[s.run_path for s in sides],
+            rows=[list(r) for r in self.rows],
             embedding_energy=[s.embedding_energy.tolist() for s in sides],
             neuron_counts=[s.measures.clusters.sizes(s.measures.threshold).tolist() for s in sides],
-            threshold=self.a.measures.threshold, analysis_freqs=[list(f) for f in self.analysis_freqs],
-            freqs_source=self.freqs_source, cka=dict(self.cka))
+            threshold=self.a.measures.threshold,
+            analysis_freqs=[list(f) for f in self.analysis_freqs],
+            freqs_source=self.freqs_source,
+            cka=dict(self.cka),
+        )
 
     def format_table(self) -> str:
         """Plain-text table (what ``interp compare`` prints)."""
@@ -281,13 +312,18 @@ class Comparison:
         lines = [f"{'measure':<{w0}}  {la:>{w1}}  {lb:>{w2}}", f"{'-' * w0}  {'-' * w1}  {'-' * w2}"]
         lines += [f"{m:<{w0}}  {a:>{w1}}  {b:>{w2}}" for m, a, b in cells]
         notes = [f"{lab}: {s.note}" for lab, s in ((la, self.a), (lb, self.b)) if s.note]
-        src = {"auto": "key frequencies of the better-generalising side, used for both",
-               "own": "each side's own key frequencies", "user": "given by the user"}[self.freqs_source]
+        src = {
+            "auto": "key frequencies of the better-generalising side, used for both",
+            "own": "each side's own key frequencies",
+            "user": "given by the user",
+        }[self.freqs_source]
         lines.append("")
         lines.append(f"restricted / excluded loss and RQI planes: {src}")
         lines.append(f"key frequencies: {ms.KEY_RULE}")
-        lines.append(f"RQI: circle chart (z_i z_j = z_m z_n in each plane, sums mod n, tol {self.a.rqi.tol}); "
-                     "linear: REFERENCE §6 verbatim (integer sums)")
+        lines.append(
+            f"RQI: circle chart (z_i z_j = z_m z_n in each plane, sums mod n, tol {self.a.rqi.tol}); "
+            "linear: REFERENCE §6 verbatim (integer sums)"
+        )
         lines += notes
         return "\n".join(lines)
 
@@ -359,9 +395,15 @@ def _freq_list(fs: Sequence[int]) -> str:
 
 
 def compare(
-    model_a, model_b, split_a: Optional[Split] = None, split_b: Optional[Split] = None,
-    key_freqs: Union[str, Sequence[int]] = "auto", labels: tuple[str, str] = ("A", "B"), same_shape: bool = True,
-    rqi_tol: float = RQI_TOL, debiased_cka: bool = False,
+    model_a,
+    model_b,
+    split_a: Optional[Split] = None,
+    split_b: Optional[Split] = None,
+    key_freqs: Union[str, Sequence[int]] = "auto",
+    labels: tuple[str, str] = ("A", "B"),
+    same_shape: bool = True,
+    rqi_tol: float = RQI_TOL,
+    debiased_cka: bool = False,
 ) -> Comparison:
     """Compare two models (or ``Checkpoint``s) side by side, each in its task's frame.
 
@@ -415,7 +457,9 @@ def compare(
     return comp
 
 
-def _rows(sa: Side, sb: Side, fa: list[int], fb: list[int], cka: dict[str, float], debiased: bool) -> list[tuple[str, Any, Any]]:
+def _rows(
+    sa: Side, sb: Side, fa: list[int], fb: list[int], cka: dict[str, float], debiased: bool
+) -> list[tuple[str, Any, Any]]:
     A, B = sa.measures, sb.measures
     rows: list[tuple[str, Any, Any]] = []
 
@@ -429,7 +473,9 @@ def _rows(sa: Side, sb: Side, fa: list[int], fb: list[int], cka: dict[str, float
     add("test accuracy", lambda s, m: m.test_acc)
     add("key frequencies (own)", lambda s, m: _freq_list(m.key_freqs))
     add("embedding frequencies (cross-check)", lambda s, m: _freq_list(m.embedding_freqs))
-    add("W_E energy in own key freqs", lambda s, m: float(s.embedding_energy[m.key_freqs].sum()) if m.key_freqs else 0.0)
+    add(
+        "W_E energy in own key freqs", lambda s, m: float(s.embedding_energy[m.key_freqs].sum()) if m.key_freqs else 0.0
+    )
     shown = sorted(set(A.key_freqs) | set(B.key_freqs) | set(fa) | set(fb))
     for k in shown:
         add(f"  k={k}: W_E energy share", lambda s, m, k=k: float(s.embedding_energy[k]))
@@ -441,8 +487,10 @@ def _rows(sa: Side, sb: Side, fa: list[int], fb: list[int], cka: dict[str, float
     add(f"neurons with FVE > {ms.CLEAR_FVE_THRESHOLD}", lambda s, m: m.frac_neurons_clear)
     add("mean neuron FVE", lambda s, m: s.mean_fve)
     add("RQI (circle chart, planes jointly)", lambda s, m: s.rqi.rqi)
-    add("RQI (circle chart, mean over planes)",
-        lambda s, m: sum(s.rqi.per_plane.values()) / len(s.rqi.per_plane) if s.rqi.per_plane else float("nan"))
+    add(
+        "RQI (circle chart, mean over planes)",
+        lambda s, m: sum(s.rqi.per_plane.values()) / len(s.rqi.per_plane) if s.rqi.per_plane else float("nan"),
+    )
     add("  RQI planes", lambda s, m: _freq_list(s.rqi.freqs))
     add("RQI (linear, §6 verbatim)", lambda s, m: s.rqi_linear.rqi)
     add("analysis frequencies", lambda s, m: _freq_list(m.analysis_freqs))

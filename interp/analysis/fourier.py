@@ -197,7 +197,9 @@ def frame(task: str, p: int) -> Frame:
     return Frame(task, p, p - 1, pows, inv, pows, g)
 
 
-def trig_directions(n: int, freqs: list[int] | Tensor, dtype: torch.dtype = torch.float64) -> Float[Tensor, "dirs n_sq"]:
+def trig_directions(
+    n: int, freqs: list[int] | Tensor, dtype: torch.dtype = torch.float64
+) -> Float[Tensor, "dirs n_sq"]:
     """Unit vectors cos_k(a+b), sin_k(a+b) over the n^2 group-ordered pairs, for each k (REFERENCE §2).
 
     Rows come in pairs (cos k, sin k) per frequency in the order given; they are orthonormal.

@@ -310,10 +310,13 @@ def neuron_sums(post: Float[Tensor, "n n d_mlp"]) -> NeuronSums:
     flat = X.reshape(n * n, -1)
     M = flat.shape[1]
     return NeuronSums(
-        row=X.sum(1), col=X.sum(0),
+        row=X.sum(1),
+        col=X.sum(0),
         anti=torch.zeros(n, M, dtype=X.dtype).index_add_(0, ia, flat),
         diag=torch.zeros(n, M, dtype=X.dtype).index_add_(0, idg, flat),
-        total=flat.sum(0), total_sq=flat.pow(2).sum(0), shift=torch.zeros(M, dtype=X.dtype),
+        total=flat.sum(0),
+        total_sq=flat.pow(2).sum(0),
+        shift=torch.zeros(M, dtype=X.dtype),
     )
 
 
@@ -499,12 +502,17 @@ def _restricted_masked(S: Tensor, freqs: Sequence[int], pair_mask: Optional[Tens
     n = S.shape[0]
     w = None
     if pair_mask is not None:
-        w = torch.zeros(n, dtype=torch.float64).index_add_(0, _group_targets(n).reshape(-1), pair_mask.reshape(-1).double())
+        w = torch.zeros(n, dtype=torch.float64).index_add_(
+            0, _group_targets(n).reshape(-1), pair_mask.reshape(-1).double()
+        )
     return restricted_loss_from_sums(S, freqs, w)
 
 
 def _excluded_losses(
-    logits: Float[Tensor, "n n n"], S: Float[Tensor, "n n"], freq_sets: Sequence[Sequence[int]], pair_mask: Optional[Tensor]
+    logits: Float[Tensor, "n n n"],
+    S: Float[Tensor, "n n"],
+    freq_sets: Sequence[Sequence[int]],
+    pair_mask: Optional[Tensor],
 ) -> list[float]:
     n = S.shape[0]
     tgt = _group_targets(n).reshape(-1)
@@ -611,19 +619,23 @@ class ProgressMeasures:
         """A flat dict for the analysis table (``run_table.TABLE_COLUMNS_DOC``): what the trainer's
         metrics do not have (so no split losses, accuracies or squared weights)."""
         r: dict[str, float | int | str] = {
-            "restricted_loss": self.restricted_loss, "restricted_loss_test": self.restricted_loss_test,
+            "restricted_loss": self.restricted_loss,
+            "restricted_loss_test": self.restricted_loss_test,
             "excluded_loss": self.excluded_loss,
         }
         for k, v in self.excluded_loss_per_freq.items():
             r[f"excluded_loss_k{k}"] = v
-        r.update({
-            "gini_W_E": self.gini_W_E, "gini_W_L": self.gini_W_L,
-            "frac_neurons_fve": self.frac_neurons_clear,
-            "n_key_freqs": len(self.key_freqs),
-            "key_freqs": " ".join(map(str, self.key_freqs)),
-            "embedding_freqs": " ".join(map(str, self.embedding_freqs)),
-            "cos_fve": self.cos_fve,
-        })
+        r.update(
+            {
+                "gini_W_E": self.gini_W_E,
+                "gini_W_L": self.gini_W_L,
+                "frac_neurons_fve": self.frac_neurons_clear,
+                "n_key_freqs": len(self.key_freqs),
+                "key_freqs": " ".join(map(str, self.key_freqs)),
+                "embedding_freqs": " ".join(map(str, self.embedding_freqs)),
+                "cos_fve": self.cos_fve,
+            }
+        )
         for k in self.analysis_freqs:
             r[f"cos_coef_k{k}"] = float(self.cos_coefs[k])
         sizes = self.clusters.sizes(self.threshold)
@@ -693,14 +705,26 @@ def progress_measures(
     row_L, freq_L = fourier_norms(W_L_f)
     cos_a = cos_coefficients_from_sums(S)
     return ProgressMeasures(
-        train_loss=train_loss, test_loss=test_loss, train_acc=train_acc, test_acc=test_acc,
-        key_freqs=keys, analysis_freqs=used,
-        restricted_loss=restricted, restricted_loss_test=restricted_test,
-        excluded_loss=ex[0], excluded_loss_per_freq={k: v for k, v in zip(used, ex[1:])},
-        frac_neurons_clear=clusters.frac_above(CLEAR_FVE_THRESHOLD), clusters=clusters,
-        embedding_norms=freq_E, embedding_freqs=embedding_frequencies(freq_E), neuron_logit_norms=freq_L,
-        gini_W_E=gini(row_E), gini_W_L=gini(row_L),
-        sq_weights=sum_squared_weights(model), cos_coefs=cos_a, cos_fve=cos_fve(L, used, cos_a),
+        train_loss=train_loss,
+        test_loss=test_loss,
+        train_acc=train_acc,
+        test_acc=test_acc,
+        key_freqs=keys,
+        analysis_freqs=used,
+        restricted_loss=restricted,
+        restricted_loss_test=restricted_test,
+        excluded_loss=ex[0],
+        excluded_loss_per_freq={k: v for k, v in zip(used, ex[1:])},
+        frac_neurons_clear=clusters.frac_above(CLEAR_FVE_THRESHOLD),
+        clusters=clusters,
+        embedding_norms=freq_E,
+        embedding_freqs=embedding_frequencies(freq_E),
+        neuron_logit_norms=freq_L,
+        gini_W_E=gini(row_E),
+        gini_W_L=gini(row_L),
+        sq_weights=sum_squared_weights(model),
+        cos_coefs=cos_a,
+        cos_fve=cos_fve(L, used, cos_a),
         threshold=threshold,
     )
 

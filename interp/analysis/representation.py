@@ -46,11 +46,31 @@ from interp.errors import InterpError
 from interp.model.fast import all_pairs, eq_activations, eq_pattern, eq_tables, run_params
 
 __all__ = [
-    "EmbeddingSpectrum", "embedding_spectrum", "Circle", "embedding_circles", "EmbeddingSVD", "embedding_svd",
-    "NeuronClusterSummary", "neuron_clusters", "NeuronMaps", "neuron_activation_maps", "AttentionFromEq",
-    "attention_from_eq", "NeuronLogitSpectrum", "neuron_logit_spectrum", "RQIResult", "parallelogram_classes",
-    "rqi_linear", "rqi_circle", "embedding_rqi", "default_frequencies", "FinalActivations",
-    "final_position_activations", "RQI_TOL", "CheckpointViews", "checkpoint_views",
+    "EmbeddingSpectrum",
+    "embedding_spectrum",
+    "Circle",
+    "embedding_circles",
+    "EmbeddingSVD",
+    "embedding_svd",
+    "NeuronClusterSummary",
+    "neuron_clusters",
+    "NeuronMaps",
+    "neuron_activation_maps",
+    "AttentionFromEq",
+    "attention_from_eq",
+    "NeuronLogitSpectrum",
+    "neuron_logit_spectrum",
+    "RQIResult",
+    "parallelogram_classes",
+    "rqi_linear",
+    "rqi_circle",
+    "embedding_rqi",
+    "default_frequencies",
+    "FinalActivations",
+    "final_position_activations",
+    "RQI_TOL",
+    "CheckpointViews",
+    "checkpoint_views",
 ]
 
 # REFERENCE §6 (Liu et al. 2022): a parallelogram closes when mean_d (E_i + E_j - E_m - E_n)^2 < 0.01.
@@ -97,7 +117,9 @@ def embedding_spectrum(model) -> EmbeddingSpectrum:
     """F @ W_E[tokens in group order] and its norms per basis row and per frequency (REFERENCE §2)."""
     E, tokens = _token_embeddings(model)
     coefs = fft1d(E)
-    return EmbeddingSpectrum(coefs, coefs.norm(dim=1), frequency_norms(coefs).norm(dim=1), basis_labels(E.shape[0]), tokens)
+    return EmbeddingSpectrum(
+        coefs, coefs.norm(dim=1), frequency_norms(coefs).norm(dim=1), basis_labels(E.shape[0]), tokens
+    )
 
 
 def default_frequencies(model) -> list[int]:
@@ -242,8 +264,9 @@ class NeuronClusterSummary:
         return idx[self.fve[idx].argsort(descending=True)]
 
 
-def neuron_clusters(model, threshold: float = ms.KEY_FVE_THRESHOLD,
-                    post: Optional[Float[Tensor, "n n d_mlp"]] = None) -> NeuronClusterSummary:
+def neuron_clusters(
+    model, threshold: float = ms.KEY_FVE_THRESHOLD, post: Optional[Float[Tensor, "n n d_mlp"]] = None
+) -> NeuronClusterSummary:
     """Cluster the neurons by frequency with ``measures``' FVE (``post``: precomputed group-order activations)."""
     cl = ms.neuron_clusters(ms.neuron_fve(post)) if post is not None else ms.model_neuron_clusters(model)
     k1 = cl.fve_by_freq.shape[0]
@@ -251,8 +274,16 @@ def neuron_clusters(model, threshold: float = ms.KEY_FVE_THRESHOLD,
     sizes = torch.bincount(cl.frequency[sel], minlength=k1)
     sums = torch.zeros(k1, dtype=torch.float64).index_add_(0, cl.frequency[sel], cl.fve[sel].double())
     mean = torch.where(sizes > 0, sums / sizes.clamp_min(1), torch.full_like(sums, float("nan")))
-    return NeuronClusterSummary(cl.frequency, cl.fve, cl.fve_by_freq, threshold, sizes, mean,
-                                ms.key_frequencies(cl, threshold), cl.frac_above(ms.CLEAR_FVE_THRESHOLD))
+    return NeuronClusterSummary(
+        cl.frequency,
+        cl.fve,
+        cl.fve_by_freq,
+        threshold,
+        sizes,
+        mean,
+        ms.key_frequencies(cl, threshold),
+        cl.frac_above(ms.CLEAR_FVE_THRESHOLD),
+    )
 
 
 @dataclass
@@ -294,8 +325,9 @@ def _maps(acts: ms.AllPairs, cl: NeuronClusterSummary, neurons: Optional[Sequenc
         raise InterpError(f"neuron index out of range 0..{d_mlp - 1}: {list(neurons)}")
     maps = einops.rearrange(post.index_select(2, idx), "a b neuron -> neuron a b").double()
     centred = maps - maps.mean(dim=(1, 2), keepdim=True)
-    spectra = einops.rearrange(fft2d(einops.rearrange(centred, "neuron a b -> a b neuron")),
-                               "ka kb neuron -> neuron ka kb")
+    spectra = einops.rearrange(
+        fft2d(einops.rearrange(centred, "neuron a b -> a b neuron")), "ka kb neuron -> neuron ka kb"
+    )
     fn = frequency_norms(frequency_norms(spectra, dim=1), dim=2)
     return NeuronMaps(idx, maps, spectra, fn, cl.frequency[idx], cl.fve[idx], acts.frame.a_tokens, acts.frame.b_tokens)
 
@@ -410,7 +442,9 @@ class RQIResult:
     per_plane: dict[int, float] = field(default_factory=dict)
 
 
-def parallelogram_classes(n: int, modulus: Optional[int] = None) -> tuple[Int[Tensor, "C L"], Int[Tensor, "C L"], Tensor]:
+def parallelogram_classes(
+    n: int, modulus: Optional[int] = None
+) -> tuple[Int[Tensor, "C L"], Int[Tensor, "C L"], Tensor]:
     """Unordered pairs {i, j} (0 <= i <= j < n) grouped by their sum (mod ``modulus`` if given).
 
     Returns (I, J, valid), each [classes, max pairs per class]; padded slots have valid = False.
@@ -444,9 +478,9 @@ def _count(pair_vectors: Float[Tensor, "C L G g"], valid: Tensor, denom: float, 
     real, ideal, res = 0, 0, []
     per = torch.zeros(G, dtype=torch.long)
     for c0 in range(0, C, chunk):
-        v = pair_vectors[c0:c0 + chunk]
+        v = pair_vectors[c0 : c0 + chunk]
         c = v.shape[0]
-        ok = valid[c0:c0 + chunk]
+        ok = valid[c0 : c0 + chunk]
         vg = v.permute(0, 2, 1, 3).reshape(c * G, L, g)
         d = (torch.cdist(vg, vg).pow(2) / denom).reshape(c, G, L, L)
         m = ok[:, :, None] & ok[:, None, :] & upper  # [c, L, L]
@@ -508,13 +542,22 @@ def rqi_circle(z: Complex[Tensor, "K n"], tol: float = RQI_TOL, freqs: Optional[
     v = torch.stack([prod.real, prod.imag], dim=-1).permute(1, 2, 0, 3).contiguous()  # [C, L, K, 2]
     real, ideal, med, per = _count(v, valid, 1.0, tol)
     ks = [int(k) for k in freqs] if freqs is not None else list(range(K))
-    return RQIResult(real / ideal if ideal else float("nan"), real, ideal, tol, "circle", n,
-                     ks if freqs is not None else [], med,
-                     {k: int(c) / ideal if ideal else float("nan") for k, c in zip(ks, per)})
+    return RQIResult(
+        real / ideal if ideal else float("nan"),
+        real,
+        ideal,
+        tol,
+        "circle",
+        n,
+        ks if freqs is not None else [],
+        med,
+        {k: int(c) / ideal if ideal else float("nan") for k, c in zip(ks, per)},
+    )
 
 
-def embedding_rqi(model, freqs: Optional[Sequence[int]] = None, tol: float = RQI_TOL,
-                  chart: str = "circle") -> RQIResult:
+def embedding_rqi(
+    model, freqs: Optional[Sequence[int]] = None, tol: float = RQI_TOL, chart: str = "circle"
+) -> RQIResult:
     """RQI of the model's number-token embeddings (REFERENCE §6; see the module notes).
 
     ``chart="circle"`` (default): planes of ``freqs`` (default ``default_frequencies``: the key
@@ -554,8 +597,10 @@ def final_position_activations(model, chunk_rows: Optional[int] = None) -> Final
     P = run_params(model)
     a, b = all_pairs(p, model.W_E.device)
     step = p * (p if chunk_rows is None else max(1, chunk_rows))
-    parts = [eq_activations(P, model.cfg, a[None, i:i + step], b[None, i:i + step], resid=True)
-             for i in range(0, p * p, step)]
+    parts = [
+        eq_activations(P, model.cfg, a[None, i : i + step], b[None, i : i + step], resid=True)
+        for i in range(0, p * p, step)
+    ]
     return FinalActivations(torch.cat([x.resid[0] for x in parts]), torch.cat([x.post[0] for x in parts]))
 
 
@@ -586,5 +631,11 @@ def checkpoint_views(model, freqs: Optional[Sequence[int]] = None) -> Checkpoint
     spectrum = embedding_spectrum(model)
     if freqs is None:  # default_frequencies, from what is already computed
         freqs = clusters.key_freqs or ms.embedding_frequencies(spectrum.freq_norms) or spectrum.top_frequencies(1)
-    return CheckpointViews(spectrum, clusters, embedding_circles(model, freqs), _maps(acts, clusters, None),
-                           attention_from_eq(model), neuron_logit_spectrum(model))
+    return CheckpointViews(
+        spectrum,
+        clusters,
+        embedding_circles(model, freqs),
+        _maps(acts, clusters, None),
+        attention_from_eq(model),
+        neuron_logit_spectrum(model),
+    )

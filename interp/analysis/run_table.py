@@ -204,8 +204,13 @@ def analyze(
         pm = ms.progress_measures(model, split, key_freqs=freqs, layout=layout, split_losses=evaluate)
         row = {"epoch": epoch, **pm.row()}
         if evaluate:  # the metrics lack this checkpoint: its losses from the checkpoint itself
-            vals = {"train_loss": pm.train_loss, "test_loss": pm.test_loss, "train_acc": pm.train_acc,
-                    "test_acc": pm.test_acc, "sq_total": pm.sq_weights["total"]}
+            vals = {
+                "train_loss": pm.train_loss,
+                "test_loss": pm.test_loss,
+                "train_acc": pm.train_acc,
+                "test_acc": pm.test_acc,
+                "sq_total": pm.sq_weights["total"],
+            }
             row.update({EVAL_PREFIX + k: v for k, v in vals.items()})
         return row
 
@@ -218,7 +223,11 @@ def analyze(
     }
     old, meta = (None, {}) if recompute else _read_saved(run.path)
     saved: dict[int, dict] = {}
-    if old is not None and "epoch" in old.columns and {k: v for k, v in meta.get("signature", {}).items() if k != "key_freqs"} == base_sig:
+    if (
+        old is not None
+        and "epoch" in old.columns
+        and {k: v for k, v in meta.get("signature", {}).items() if k != "key_freqs"} == base_sig
+    ):
         saved = {int(r["epoch"]): r for r in old.to_dict("records")}
         for r in saved.values():
             for col in ("key_freqs", "embedding_freqs"):
@@ -243,7 +252,9 @@ def analyze(
             if e in epochs and e not in rows:
                 rows[e] = r
     todo = [e for e in epochs if e not in rows]
-    for e in tqdm(todo, desc=f"analyse {cfg.run_name}", unit="ckpt", disable=not progress or not todo, dynamic_ncols=True):
+    for e in tqdm(
+        todo, desc=f"analyse {cfg.run_name}", unit="ckpt", disable=not progress or not todo, dynamic_ncols=True
+    ):
         rows[e] = measure(e, used)
     computed = len(measured)
     table = pd.DataFrame([rows[e] for e in epochs])
@@ -255,22 +266,45 @@ def analyze(
     last = view.iloc[-1]
     final_vals = {
         k: float(last[k]) if k in last.index else math.nan
-        for k in ("train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "restricted_loss_test",
-                  "excluded_loss", "gini_W_E", "gini_W_L", "frac_neurons_fve", "sq_total", "cos_fve")
+        for k in (
+            "train_loss",
+            "test_loss",
+            "train_acc",
+            "test_acc",
+            "restricted_loss",
+            "restricted_loss_test",
+            "excluded_loss",
+            "gini_W_E",
+            "gini_W_L",
+            "frac_neurons_fve",
+            "sq_total",
+            "cos_fve",
+        )
     }
     final_vals["excluded_loss_per_freq"] = {int(k): float(last[f"excluded_loss_k{k}"]) for k in used}
     summary = AnalysisSummary(
-        run=str(run.path), task=cfg.task, p=cfg.p, n_checkpoints=len(epochs), first_epoch=epochs[0],
-        final_epoch=final_epoch, key_freqs=used, key_freqs_source="user" if user_freqs is not None else "final checkpoint",
-        final_key_freqs=_split_freqs(last["key_freqs"]), final_embedding_freqs=_split_freqs(last["embedding_freqs"]),
-        key_rule=ms.KEY_RULE, phases=phases, final=final_vals, computed=computed,
+        run=str(run.path),
+        task=cfg.task,
+        p=cfg.p,
+        n_checkpoints=len(epochs),
+        first_epoch=epochs[0],
+        final_epoch=final_epoch,
+        key_freqs=used,
+        key_freqs_source="user" if user_freqs is not None else "final checkpoint",
+        final_key_freqs=_split_freqs(last["key_freqs"]),
+        final_embedding_freqs=_split_freqs(last["embedding_freqs"]),
+        key_rule=ms.KEY_RULE,
+        phases=phases,
+        final=final_vals,
+        computed=computed,
     )
     if save:
         buf = io.StringIO()
         table.to_csv(buf, index=False)
         atomic_write_bytes(run.path / TABLE_FILE, buf.getvalue().encode())
-        write_json(run.path / META_FILE, {"signature": signature, "columns": TABLE_COLUMNS_DOC,
-                                          "summary": summary.to_dict()})
+        write_json(
+            run.path / META_FILE, {"signature": signature, "columns": TABLE_COLUMNS_DOC, "summary": summary.to_dict()}
+        )
         if views:
             from interp.analysis.run_views import update_views
 

@@ -92,9 +92,17 @@ def _signatures(run, summary) -> dict[str, dict]:
     base = {"definitions_version": ms.DEFINITIONS_VERSION, "config_hash": run.config.config_hash()}
     marks = phase_marks(summary.phases)
     return {
-        "checkpoints": {**base, "final_epoch": epochs[-1], "key_freqs": list(summary.key_freqs),
-                        "slider_epochs": pick_epochs(epochs, SLIDER_FRAMES, marks)},
-        "cka": {**base, "layer": CKA_LAYER, "epochs": pick_epochs(epochs, CKA_CHECKPOINTS, [summary.t_mem, summary.t_grok])},
+        "checkpoints": {
+            **base,
+            "final_epoch": epochs[-1],
+            "key_freqs": list(summary.key_freqs),
+            "slider_epochs": pick_epochs(epochs, SLIDER_FRAMES, marks),
+        },
+        "cka": {
+            **base,
+            "layer": CKA_LAYER,
+            "epochs": pick_epochs(epochs, CKA_CHECKPOINTS, [summary.t_mem, summary.t_grok]),
+        },
         "comparison": {**base, "final_epoch": epochs[-1], "t_mem": summary.t_mem},
     }
 
@@ -135,8 +143,7 @@ def update_views(run, summary, progress: bool = False) -> list[str]:
             cmp_epochs = [t_mem_epoch, final_epoch]
         except InterpError as e:
             cmp_note = str(e)
-    need = sorted(set(slider) | set(cka_epochs) | set(cmp_epochs)
-                  | ({final_epoch} if "checkpoints" in todo else set()))
+    need = sorted(set(slider) | set(cka_epochs) | set(cmp_epochs) | ({final_epoch} if "checkpoints" in todo else set()))
 
     model = Transformer(run.model_config)
     circles: dict[int, list[rep.Circle]] = {}
@@ -157,10 +164,15 @@ def update_views(run, summary, progress: bool = False) -> list[str]:
 
     if "checkpoints" in todo:
         tensors: dict = {}
-        body = {"signature": sigs["checkpoints"], "final_epoch": final_epoch, "key_freqs": keys,
-                "final": _pack_views(final_views, "final", tensors),
-                "circles": {str(e): [pack(c, f"circle.{e}.{i}", tensors) for i, c in enumerate(cs)]
-                            for e, cs in circles.items()}}
+        body = {
+            "signature": sigs["checkpoints"],
+            "final_epoch": final_epoch,
+            "key_freqs": keys,
+            "final": _pack_views(final_views, "final", tensors),
+            "circles": {
+                str(e): [pack(c, f"circle.{e}.{i}", tensors) for i, c in enumerate(cs)] for e, cs in circles.items()
+            },
+        }
         save_result(run.path / CHECKPOINT_VIEWS_FILE, tensors, body)
     if "cka" in todo:
         M, ranks, _ = cka_cross(lambda i: acts[cka_epochs[i]], len(cka_epochs))
@@ -171,11 +183,14 @@ def update_views(run, summary, progress: bool = False) -> list[str]:
         summary_cmp = None
         if cmp_epochs:
             split = run.split
-            sides = [Checkpoint(kept[e], f"{run.name}@{e}", split, e, str(run.path), f"{run.path}@{w}", note)
-                     for e, w, note in ((cmp_epochs[0], "T_mem", t_mem_note), (final_epoch, "final", "final checkpoint"))]
+            sides = [
+                Checkpoint(kept[e], f"{run.name}@{e}", split, e, str(run.path), f"{run.path}@{w}", note)
+                for e, w, note in ((cmp_epochs[0], "T_mem", t_mem_note), (final_epoch, "final", "final checkpoint"))
+            ]
             summary_cmp = compare(*sides).summary().to_dict()
-        write_json(run.path / COMPARISON_FILE, {"signature": sigs["comparison"], "comparison": summary_cmp,
-                                                "note": cmp_note})
+        write_json(
+            run.path / COMPARISON_FILE, {"signature": sigs["comparison"], "comparison": summary_cmp, "note": cmp_note}
+        )
     return todo
 
 
@@ -187,8 +202,13 @@ def _pack_views(v: rep.CheckpointViews, prefix: str, tensors: dict) -> dict:
     return out
 
 
-_VIEW_TYPES = {"spectrum": rep.EmbeddingSpectrum, "clusters": rep.NeuronClusterSummary, "maps": rep.NeuronMaps,
-               "attention": rep.AttentionFromEq, "logit_spectrum": rep.NeuronLogitSpectrum}
+_VIEW_TYPES = {
+    "spectrum": rep.EmbeddingSpectrum,
+    "clusters": rep.NeuronClusterSummary,
+    "maps": rep.NeuronMaps,
+    "attention": rep.AttentionFromEq,
+    "logit_spectrum": rep.NeuronLogitSpectrum,
+}
 
 
 def _unpack_views(d: dict, prefix: str, tensors: dict) -> rep.CheckpointViews:
@@ -204,10 +224,19 @@ def load_views(run) -> RunViews:
     if ck is None or cka is None or cmp is None:
         raise InterpError(f"{run.path}: the report's analysis results are missing; run `interp analyze {run.path}`")
     tensors, body = ck
-    circles = {int(e): [unpack(rep.Circle, f"circle.{e}.{i}", tensors, c) for i, c in enumerate(cs)]
-               for e, cs in body["circles"].items()}
+    circles = {
+        int(e): [unpack(rep.Circle, f"circle.{e}.{i}", tensors, c) for i, c in enumerate(cs)]
+        for e, cs in body["circles"].items()
+    }
     m = unpack(CKAMatrix, "cka", cka[0], cka[1]["cka"])
     notes = {"comparison": cmp.get("note") or ""} if cmp.get("comparison") is None else {}
     comparison = ComparisonSummary.from_dict(cmp["comparison"]) if cmp.get("comparison") else None
-    return RunViews(body["final_epoch"], body["key_freqs"], _unpack_views(body["final"], "final", tensors),
-                    dict(sorted(circles.items())), m, comparison, notes)
+    return RunViews(
+        body["final_epoch"],
+        body["key_freqs"],
+        _unpack_views(body["final"], "final", tensors),
+        dict(sorted(circles.items())),
+        m,
+        comparison,
+        notes,
+    )

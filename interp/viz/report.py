@@ -172,7 +172,7 @@ function drawFigure(id, fig) {{
 <body>
 <header><h1>{esc(title)}</h1><div class="sub">{esc(subtitle)}</div></header>
 <main>
-<nav>{' '.join(nav)}</nav>
+<nav>{" ".join(nav)}</nav>
 {chr(10).join(body)}
 <p class="small">Written by interp on {esc(when)} with plotly {esc(plotly.__version__)}; {n_fig} figures; self-contained (no network).</p>
 </main>
@@ -218,7 +218,8 @@ def _summary_html(run, summary, table, metrics) -> str:
     parts = ['<div class="cols"><div>', "<h3>Run</h3>"]
     final = summary.final
     res = [
-        ("run", run.name), ("directory", str(run.path)),
+        ("run", run.name),
+        ("directory", str(run.path)),
         ("task", f"{cfg.task} mod {cfg.p}"),
         ("checkpoints", f"{summary.n_checkpoints} (epochs {summary.first_epoch}..{summary.final_epoch})"),
     ]
@@ -245,9 +246,12 @@ def _summary_html(run, summary, table, metrics) -> str:
     parts.append("</div><div><h3>Config</h3>")
     parts.append(kv_table(list(cfg.to_dict().items())))
     parts.append("</div></div>")
-    parts.append(f'<details><summary>Rules behind these numbers</summary><p class="small"><b>Phases.</b> {esc(ph.rule)}</p>'
-                 f'<p class="small"><b>Key frequencies.</b> {esc(summary.key_rule)}</p>'
-                 + "".join(f'<p class="small">{esc(n)}</p>' for n in ph.notes) + "</details>")
+    parts.append(
+        f'<details><summary>Rules behind these numbers</summary><p class="small"><b>Phases.</b> {esc(ph.rule)}</p>'
+        f'<p class="small"><b>Key frequencies.</b> {esc(summary.key_rule)}</p>'
+        + "".join(f'<p class="small">{esc(n)}</p>' for n in ph.notes)
+        + "</details>"
+    )
     return "\n".join(parts)
 
 
@@ -260,9 +264,12 @@ def _comparison_html(comp) -> str:
     la, lb = comp.labels
     notes = [f"{lab}: {note}" for lab, note in zip(comp.labels, comp.notes) if note]
     rows = [(m, _fmt_value(a), _fmt_value(b)) for m, a, b in comp.rows]
-    return ("".join(f'<p class="small">{esc(n)}</p>' for n in notes)
-            + "<details><summary>the comparison as a text table</summary>"
-            + rows_table(["measure", la, lb], rows) + "</details>")
+    return (
+        "".join(f'<p class="small">{esc(n)}</p>' for n in notes)
+        + "<details><summary>the comparison as a text table</summary>"
+        + rows_table(["measure", la, lb], rows)
+        + "</details>"
+    )
 
 
 def _checkpoint_figures(views, label: str, key_freqs: Sequence[int], errors: list[str]) -> list[FigureItem]:
@@ -271,24 +278,50 @@ def _checkpoint_figures(views, label: str, key_freqs: Sequence[int], errors: lis
 
     sfx = f": {label}" if label else ""
     return [
-        _figure(f"Embedding Fourier norms{sfx}", "Norm of W_E's Fourier components per frequency; red: key frequencies "
-                "(REFERENCE §2).", lambda: ck.embedding_fourier_norms(views.spectrum, key_freqs), errors),
-        _figure(f"Neuron clusters{sfx}", "Neurons per frequency with FVE above the threshold (REFERENCE §2).",
-                lambda: ck.neuron_cluster_sizes(views.clusters), errors),
-        _figure(f"Embedding circles{sfx}", "Token embeddings on each key frequency's plane (Nanda et al. 2023, Fig. 3).",
-                lambda: ck.embedding_circles(views.circles), errors),
-        _figure(f"Neuron activation maps and spectra{sfx}", "Activation of the clearest neuron of each key frequency "
-                "over all inputs (a, b), and the norm of its 2D Fourier spectrum per pair of frequencies.",
-                lambda: ck.neuron_activations(views.maps), errors),
-        _figure(f"Attention from '='{sfx}", "Weight the '=' position puts on a and on b, per head, for every input.",
-                lambda: ck.attention_patterns(views.attention), errors),
-        _figure(f"W_L in the Fourier basis{sfx}", "Each neuron's output onto the logits in the Fourier basis, neurons "
-                "sorted by frequency cluster, and the norm per frequency (REFERENCE §2).",
-                lambda: ck.neuron_logit_fourier(views.logit_spectrum, views.clusters), errors),
+        _figure(
+            f"Embedding Fourier norms{sfx}",
+            "Norm of W_E's Fourier components per frequency; red: key frequencies (REFERENCE §2).",
+            lambda: ck.embedding_fourier_norms(views.spectrum, key_freqs),
+            errors,
+        ),
+        _figure(
+            f"Neuron clusters{sfx}",
+            "Neurons per frequency with FVE above the threshold (REFERENCE §2).",
+            lambda: ck.neuron_cluster_sizes(views.clusters),
+            errors,
+        ),
+        _figure(
+            f"Embedding circles{sfx}",
+            "Token embeddings on each key frequency's plane (Nanda et al. 2023, Fig. 3).",
+            lambda: ck.embedding_circles(views.circles),
+            errors,
+        ),
+        _figure(
+            f"Neuron activation maps and spectra{sfx}",
+            "Activation of the clearest neuron of each key frequency "
+            "over all inputs (a, b), and the norm of its 2D Fourier spectrum per pair of frequencies.",
+            lambda: ck.neuron_activations(views.maps),
+            errors,
+        ),
+        _figure(
+            f"Attention from '='{sfx}",
+            "Weight the '=' position puts on a and on b, per head, for every input.",
+            lambda: ck.attention_patterns(views.attention),
+            errors,
+        ),
+        _figure(
+            f"W_L in the Fourier basis{sfx}",
+            "Each neuron's output onto the logits in the Fourier basis, neurons "
+            "sorted by frequency cluster, and the norm per frequency (REFERENCE §2).",
+            lambda: ck.neuron_logit_fourier(views.logit_spectrum, views.clusters),
+            errors,
+        ),
     ]
 
 
-def build_run_sections(run, progress: bool = False, max_frames: Optional[int] = None) -> tuple[list[Section], list[str]]:
+def build_run_sections(
+    run, progress: bool = False, max_frames: Optional[int] = None
+) -> tuple[list[Section], list[str]]:
     """Every section of a run's report (the figures built, nothing written). Returns (sections, notes
     about figures that could not be drawn).
 
@@ -318,52 +351,89 @@ def build_run_sections(run, progress: bool = False, max_frames: Optional[int] = 
 
     train = Section("Training")
     if metrics is not None and len(metrics):
-        train.figures.append(_figure(
-            "Loss and accuracy",
-            "Train and test cross-entropy (log scale) and accuracy at every epoch (thinned for size), with the phases "
-            "shaded and T_mem / T_grok marked (REFERENCE §1, §5). Buttons switch the epoch axis to log.",
-            lambda: tr.loss_curves(metrics, ph, name), errors))
-        train.figures.append(_figure(
-            "Weight norms per parameter",
-            "Sum of squared weights, total and per parameter (log scale); weight decay shrinks it during circuit "
-            "formation and cleanup (REFERENCE §3-5).",
-            lambda: tr.weight_norms(metrics, ph, name), errors))
+        train.figures.append(
+            _figure(
+                "Loss and accuracy",
+                "Train and test cross-entropy (log scale) and accuracy at every epoch (thinned for size), with the phases "
+                "shaded and T_mem / T_grok marked (REFERENCE §1, §5). Buttons switch the epoch axis to log.",
+                lambda: tr.loss_curves(metrics, ph, name),
+                errors,
+            )
+        )
+        train.figures.append(
+            _figure(
+                "Weight norms per parameter",
+                "Sum of squared weights, total and per parameter (log scale); weight decay shrinks it during circuit "
+                "formation and cleanup (REFERENCE §3-5).",
+                lambda: tr.weight_norms(metrics, ph, name),
+                errors,
+            )
+        )
     else:
         train.intro_html = '<p class="small">No per-epoch metrics in this run (an imported checkpoint?).</p>'
     sections.append(train)
 
     prog = Section("Progress measures")
-    prog.figures.append(_figure(
-        "Progress measures over training",
-        f"Every measure of REFERENCE §3 at every checkpoint; restricted / excluded loss use the key frequencies "
-        f"{_fmt(keys)} ({summary.key_freqs_source}). Restricted loss falls before test loss; excluded loss rises during "
-        "circuit formation; the Gini coefficients rise and the weight norm falls as the circuit forms and cleans up.",
-        lambda: tr.progress_measures(table, ph, name), errors))
-    prog.figures.append(_figure(
-        "Embedding Fourier norms over training",
-        "Share of W_E's squared Fourier norm in each frequency at every checkpoint (one column per checkpoint); "
-        "it concentrates on the key frequencies (REFERENCE §2).",
-        lambda: tr.embedding_fourier_heatmap(table, name, ph), errors))
-    prog.figures.append(_figure(
-        "W_L Fourier norms over training",
-        "The same for the neuron-logit map W_L = W_out W_U (REFERENCE §2).",
-        lambda: tr.neuron_logit_fourier_heatmap(table, name, ph), errors))
+    prog.figures.append(
+        _figure(
+            "Progress measures over training",
+            f"Every measure of REFERENCE §3 at every checkpoint; restricted / excluded loss use the key frequencies "
+            f"{_fmt(keys)} ({summary.key_freqs_source}). Restricted loss falls before test loss; excluded loss rises during "
+            "circuit formation; the Gini coefficients rise and the weight norm falls as the circuit forms and cleans up.",
+            lambda: tr.progress_measures(table, ph, name),
+            errors,
+        )
+    )
+    prog.figures.append(
+        _figure(
+            "Embedding Fourier norms over training",
+            "Share of W_E's squared Fourier norm in each frequency at every checkpoint (one column per checkpoint); "
+            "it concentrates on the key frequencies (REFERENCE §2).",
+            lambda: tr.embedding_fourier_heatmap(table, name, ph),
+            errors,
+        )
+    )
+    prog.figures.append(
+        _figure(
+            "W_L Fourier norms over training",
+            "The same for the neuron-logit map W_L = W_out W_U (REFERENCE §2).",
+            lambda: tr.neuron_logit_fourier_heatmap(table, name, ph),
+            errors,
+        )
+    )
     sections.append(prog)
 
     slide = Section("Over training, checkpoint by checkpoint")
-    slide.intro_html = (f'<p class="small">Up to {frames} of {summary.n_checkpoints} checkpoints; drag the slider or '
-                        "press play.</p>")
-    slide.figures.append(_figure(
-        "Embedding Fourier norms (slider)", "Norm of W_E's Fourier components per frequency at each checkpoint; red: "
-        "the key frequencies.", lambda: tr.embedding_fourier_norms_slider(table, keys, frames, include=marks), errors))
-    slide.figures.append(_figure(
-        "Neuron clusters (slider)", "Neurons whose FVE by one frequency exceeds the threshold, per frequency, at each "
-        "checkpoint (REFERENCE §2).", lambda: tr.neuron_cluster_sizes_slider(table, frames, include=marks), errors))
+    slide.intro_html = (
+        f'<p class="small">Up to {frames} of {summary.n_checkpoints} checkpoints; drag the slider or press play.</p>'
+    )
+    slide.figures.append(
+        _figure(
+            "Embedding Fourier norms (slider)",
+            "Norm of W_E's Fourier components per frequency at each checkpoint; red: the key frequencies.",
+            lambda: tr.embedding_fourier_norms_slider(table, keys, frames, include=marks),
+            errors,
+        )
+    )
+    slide.figures.append(
+        _figure(
+            "Neuron clusters (slider)",
+            "Neurons whose FVE by one frequency exceeds the threshold, per frequency, at each "
+            "checkpoint (REFERENCE §2).",
+            lambda: tr.neuron_cluster_sizes_slider(table, frames, include=marks),
+            errors,
+        )
+    )
     if keys:
-        slide.figures.append(_figure(
-            "Embedding circles (slider)", f"Every token's embedding projected on the (cos k, sin k) plane of W_E for the "
-            f"final key frequencies {_fmt(keys)}, at each checkpoint; colour = token. The circles form out of a blob.",
-            lambda: tr.embedding_circles_slider(views.circles, frames, include=marks), errors))
+        slide.figures.append(
+            _figure(
+                "Embedding circles (slider)",
+                f"Every token's embedding projected on the (cos k, sin k) plane of W_E for the "
+                f"final key frequencies {_fmt(keys)}, at each checkpoint; colour = token. The circles form out of a blob.",
+                lambda: tr.embedding_circles_slider(views.circles, frames, include=marks),
+                errors,
+            )
+        )
     sections.append(slide)
 
     fin = Section(f"Final checkpoint (epoch {views.final_epoch})")
@@ -373,20 +443,30 @@ def build_run_sections(run, progress: bool = False, max_frames: Optional[int] = 
     sim = Section("Similarity between checkpoints")
     if views.cka is not None:
         m = views.cka
-        sim.figures.append(_figure(
-            "CKA matrix", f"Linear CKA of the final-position residual stream on all inputs between {len(m.epochs_a)} "
-            "checkpoints (issue #4): blocks of similar checkpoints are the phases.",
-            lambda: tr.cka_matrix(m.matrix, m.epochs_a, "Linear CKA of the final residual stream", name), errors))
+        sim.figures.append(
+            _figure(
+                "CKA matrix",
+                f"Linear CKA of the final-position residual stream on all inputs between {len(m.epochs_a)} "
+                "checkpoints (issue #4): blocks of similar checkpoints are the phases.",
+                lambda: tr.cka_matrix(m.matrix, m.epochs_a, "Linear CKA of the final residual stream", name),
+                errors,
+            )
+        )
     sections.append(sim)
 
     cmp = Section("Memorising vs generalising: T_mem against the final checkpoint")
     if views.comparison is not None:
         comp = views.comparison
         cmp.intro_html = _comparison_html(comp)
-        cmp.figures.append(_figure(
-            "T_mem vs final", "The checkpoint where training accuracy first reaches 99% (memorised) against the final "
-            "one: embedding Fourier energy and neuron clusters per frequency, and every measure of the comparison.",
-            lambda: ck.checkpoint_comparison(comp), errors))
+        cmp.figures.append(
+            _figure(
+                "T_mem vs final",
+                "The checkpoint where training accuracy first reaches 99% (memorised) against the final "
+                "one: embedding Fourier energy and neuron clusters per frequency, and every measure of the comparison.",
+                lambda: ck.checkpoint_comparison(comp),
+                errors,
+            )
+        )
     else:
         cmp.intro_html = f'<p class="small">No comparison: {esc(views.notes.get("comparison", ""))}</p>'
     sections.append(cmp)
@@ -402,9 +482,12 @@ def write_report(run, out_path=None, progress: bool = False, max_frames: Optiona
     if errors:
         sections[0].intro_html += "".join(f'<p class="small">Not drawn: {esc(e)}</p>' for e in errors)
     cfg = run.config
-    text = render_html(f"Grokking report: {run.name}",
-                       f"{cfg.task} mod {cfg.p} · d_model {cfg.d_model} · {cfg.n_heads} heads · d_mlp {cfg.d_mlp} · "
-                       f"wd {cfg.weight_decay} · lr {cfg.lr} · train fraction {cfg.frac_train}", sections)
+    text = render_html(
+        f"Grokking report: {run.name}",
+        f"{cfg.task} mod {cfg.p} · d_model {cfg.d_model} · {cfg.n_heads} heads · d_mlp {cfg.d_mlp} · "
+        f"wd {cfg.weight_decay} · lr {cfg.lr} · train fraction {cfg.frac_train}",
+        sections,
+    )
     return _write(out, text)
 
 
@@ -438,12 +521,23 @@ def build_comparison_sections(a, b, cka_checkpoints: int = 12) -> tuple[list[Sec
     sections = []
     side_rows = []
     for lab, c in ((la, ca), (lb, cb)):
-        side_rows.append((lab, f"{c.run_path or '-'}; epoch {c.epoch if c.epoch is not None else '-'}"
-                          + (f" ({c.note})" if c.note else "")))
+        side_rows.append(
+            (
+                lab,
+                f"{c.run_path or '-'}; epoch {c.epoch if c.epoch is not None else '-'}"
+                + (f" ({c.note})" if c.note else ""),
+            )
+        )
     intro = kv_table(side_rows, ("checkpoint", "where")) + _comparison_html(comp)
     s = Section("Comparison", intro)
-    s.figures.append(_figure(f"{la} vs {lb}", "Embedding Fourier energy and neuron clusters per frequency, and every "
-                             "measure side by side (issue #4).", lambda: ck.checkpoint_comparison(comp), errors))
+    s.figures.append(
+        _figure(
+            f"{la} vs {lb}",
+            "Embedding Fourier energy and neuron clusters per frequency, and every measure side by side (issue #4).",
+            lambda: ck.checkpoint_comparison(comp),
+            errors,
+        )
+    )
     sections.append(s)
 
     # Training curves of whole runs (a spec without '@') give the two checkpoints their context.
@@ -459,20 +553,36 @@ def build_comparison_sections(a, b, cka_checkpoints: int = 12) -> tuple[list[Sec
             except InterpError as e:
                 errors.append(f"{lab}: {e}")
                 continue
-            t.figures.append(_figure(f"Loss and accuracy: run {r.name}", f"Training of the run {lab} comes from: train and "
-                                     "test loss (log) and accuracy (REFERENCE §1).",
-                                     lambda m=m, r=r: tr.loss_curves(m, None, r.name), errors))
+            t.figures.append(
+                _figure(
+                    f"Loss and accuracy: run {r.name}",
+                    f"Training of the run {lab} comes from: train and test loss (log) and accuracy (REFERENCE §1).",
+                    lambda m=m, r=r: tr.loss_curves(m, None, r.name),
+                    errors,
+                )
+            )
         if len(runs) == 2:
 
             def cross():
                 m = run_cka(runs[0][1], runs[1][1], "resid", max_checkpoints=cka_checkpoints)
-                f = tr.cka_matrix(m.matrix, m.epochs_a, f"Linear CKA, final residual: {la} (rows) vs {lb} (columns)",
-                                  labels_b=m.epochs_b)
+                f = tr.cka_matrix(
+                    m.matrix,
+                    m.epochs_a,
+                    f"Linear CKA, final residual: {la} (rows) vs {lb} (columns)",
+                    labels_b=m.epochs_b,
+                )
                 f.update_yaxes(title_text=f"epoch of {esc(la)}")
                 f.update_xaxes(title_text=f"epoch of {esc(lb)}")
                 return f
-            t.figures.append(_figure("CKA between the runs", "Linear CKA of the final-position residual stream between "
-                                     "checkpoints of the two runs (issue #4).", cross, errors))
+
+            t.figures.append(
+                _figure(
+                    "CKA between the runs",
+                    "Linear CKA of the final-position residual stream between checkpoints of the two runs (issue #4).",
+                    cross,
+                    errors,
+                )
+            )
         sections.append(t)
 
     for lab, c in ((la, ca), (lb, cb)):

@@ -33,8 +33,7 @@ TEMPLATE = "plotly_white"
 TRAIN_COLOR, TEST_COLOR = "#1f77b4", "#d62728"
 PHASE_COLORS = {"memorisation": "#9ecae1", "circuit formation": "#fdd0a2", "cleanup": "#a1d99b"}
 # Colours for the lines of many series (key frequencies, parameters); plotly's default cycle.
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf"]
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
 def _esc(s: Any) -> str:
@@ -111,7 +110,11 @@ def phase_spans(phases: Any) -> tuple[list[tuple[str, float, float]], dict[str, 
         phases = phases["phases"]
     get = phases.get if isinstance(phases, dict) else (lambda k, d=None: getattr(phases, k, d))
     spans = []
-    for key, label in (("memorisation", "memorisation"), ("circuit_formation", "circuit formation"), ("cleanup", "cleanup")):
+    for key, label in (
+        ("memorisation", "memorisation"),
+        ("circuit_formation", "circuit formation"),
+        ("cleanup", "cleanup"),
+    ):
         iv = get(key)
         if iv is not None and len(iv) == 2 and iv[0] is not None and iv[1] is not None:
             spans.append((label, float(iv[0]), float(iv[1])))
@@ -134,22 +137,54 @@ def _shade_phases(fig: go.Figure, phases: Any, cells: Optional[Sequence[tuple[in
         base = dict(xref=xr, yref=f"{yr} domain", y0=0, y1=1, layer="below")
         for label, x0, x1 in spans:
             # a band may not start at epoch 0: on a log axis log(0) breaks the shape's path
-            shapes.append(dict(type="rect", x0=max(x0, 0.5), x1=max(x1, x0 + 1.0), fillcolor=PHASE_COLORS[label],
-                               opacity=0.35, line=dict(width=0), **base))
+            shapes.append(
+                dict(
+                    type="rect",
+                    x0=max(x0, 0.5),
+                    x1=max(x1, x0 + 1.0),
+                    fillcolor=PHASE_COLORS[label],
+                    opacity=0.35,
+                    line=dict(width=0),
+                    **base,
+                )
+            )
         for name, x in marks.items():
             if x is not None:
-                shapes.append(dict(type="line", x0=max(float(x), 0.5), x1=max(float(x), 0.5),
-                                   line=dict(color="#444", dash=MARK_DASH[name], width=1), **base))
+                shapes.append(
+                    dict(
+                        type="line",
+                        x0=max(float(x), 0.5),
+                        x1=max(float(x), 0.5),
+                        line=dict(color="#444", dash=MARK_DASH[name], width=1),
+                        **base,
+                    )
+                )
     # one assignment: plotly's add_vrect per subplot re-validates every shape each time (quadratic)
     fig.update_layout(shapes=list(fig.layout.shapes or ()) + shapes)
     for label, x0, x1 in spans:
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{label} {int(x0)}–{int(x1)}",
-                                 marker=dict(symbol="square", size=12, color=PHASE_COLORS[label]),
-                                 legendgroup="phases", legendgrouptitle_text="phases"))
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                name=f"{label} {int(x0)}–{int(x1)}",
+                marker=dict(symbol="square", size=12, color=PHASE_COLORS[label]),
+                legendgroup="phases",
+                legendgrouptitle_text="phases",
+            )
+        )
     for name, x in marks.items():
         if x is not None:
-            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"{name} = {int(x)}",
-                                     line=dict(color="#444", dash=MARK_DASH[name], width=1), legendgroup="phases"))
+            fig.add_trace(
+                go.Scatter(
+                    x=[None],
+                    y=[None],
+                    mode="lines",
+                    name=f"{name} = {int(x)}",
+                    line=dict(color="#444", dash=MARK_DASH[name], width=1),
+                    legendgroup="phases",
+                )
+            )
 
 
 MARK_DASH = {"T_mem": "dash", "T_grok": "dot"}
@@ -163,14 +198,28 @@ def _axis_ref(fig: go.Figure, row: int, col: int) -> tuple[str, str]:
 def _xscale_buttons(n_axes: int, y: float = 1.12) -> list[dict]:
     """Buttons that switch every x axis between linear and log epochs (grokking reads better on
     a log clock early and on a linear one late)."""
+
     def relayout(kind: str) -> dict:
         d = {}
         for i in range(1, n_axes + 1):
             d[f"xaxis{'' if i == 1 else i}.type"] = kind
         return d
-    return [dict(type="buttons", direction="right", x=1.0, xanchor="right", y=y, yanchor="bottom", showactive=True,
-                 buttons=[dict(label="linear epochs", method="relayout", args=[relayout("linear")]),
-                          dict(label="log epochs", method="relayout", args=[relayout("log")])])]
+
+    return [
+        dict(
+            type="buttons",
+            direction="right",
+            x=1.0,
+            xanchor="right",
+            y=y,
+            yanchor="bottom",
+            showactive=True,
+            buttons=[
+                dict(label="linear epochs", method="relayout", args=[relayout("linear")]),
+                dict(label="log epochs", method="relayout", args=[relayout("log")]),
+            ],
+        )
+    ]
 
 
 def _title(text: str, run_name: Optional[str]) -> str:
@@ -180,7 +229,9 @@ def _title(text: str, run_name: Optional[str]) -> str:
 def _require(df, cols: Sequence[str], what: str) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise InterpError(f"{what} needs column(s) {', '.join(missing)} (got {', '.join(map(str, df.columns[:8]))}, ...)")
+        raise InterpError(
+            f"{what} needs column(s) {', '.join(missing)} (got {', '.join(map(str, df.columns[:8]))}, ...)"
+        )
 
 
 def _cols(df, prefix: str) -> list[tuple[int, str]]:
@@ -201,8 +252,9 @@ def _bar_colors(ks: Sequence[int], key: Iterable[int]) -> list[str]:
 def _square_axes(fig: go.Figure, n: int, fixed: Optional[float] = None) -> None:
     for i in range(1, n + 1):
         sx = "" if i == 1 else str(i)
-        fig.layout[f"yaxis{sx}"].update(scaleanchor=f"x{sx}", scaleratio=1, showticklabels=False, zeroline=False,
-                                        constrain="domain")
+        fig.layout[f"yaxis{sx}"].update(
+            scaleanchor=f"x{sx}", scaleratio=1, showticklabels=False, zeroline=False, constrain="domain"
+        )
         fig.layout[f"xaxis{sx}"].update(showticklabels=False, zeroline=False, constrain="domain")
         if fixed is not None:
             fig.layout[f"xaxis{sx}"].update(range=[-fixed, fixed])
@@ -214,14 +266,46 @@ def _slider(fig: go.Figure, labels: Sequence[str], active: int, prefix: str = "e
     anim = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
     steps = [dict(method="animate", label=lbl, args=[[lbl], anim]) for lbl in labels]
     fig.update_layout(
-        sliders=[dict(active=active, steps=steps, currentvalue=dict(prefix=prefix, font=dict(size=13, color="#222")),
-                      # one tick label per step would overlap: the current value says the epoch
-                      font=dict(color="rgba(0,0,0,0)", size=1), pad=dict(t=40, b=10), len=0.9, x=0.1)],
-        updatemenus=[dict(type="buttons", direction="left", x=0.0, y=0, xanchor="left", yanchor="top", pad=dict(t=45),
-                          buttons=[dict(label="▶", method="animate",
-                                        args=[None, dict(mode="immediate", fromcurrent=True,
-                                                         frame=dict(duration=250, redraw=True), transition=dict(duration=0))]),
-                                   dict(label="❚❚", method="animate", args=[[None], anim])])])
+        sliders=[
+            dict(
+                active=active,
+                steps=steps,
+                currentvalue=dict(prefix=prefix, font=dict(size=13, color="#222")),
+                # one tick label per step would overlap: the current value says the epoch
+                font=dict(color="rgba(0,0,0,0)", size=1),
+                pad=dict(t=40, b=10),
+                len=0.9,
+                x=0.1,
+            )
+        ],
+        updatemenus=[
+            dict(
+                type="buttons",
+                direction="left",
+                x=0.0,
+                y=0,
+                xanchor="left",
+                yanchor="top",
+                pad=dict(t=45),
+                buttons=[
+                    dict(
+                        label="▶",
+                        method="animate",
+                        args=[
+                            None,
+                            dict(
+                                mode="immediate",
+                                fromcurrent=True,
+                                frame=dict(duration=250, redraw=True),
+                                transition=dict(duration=0),
+                            ),
+                        ],
+                    ),
+                    dict(label="❚❚", method="animate", args=[[None], anim]),
+                ],
+            )
+        ],
+    )
 
 
 def _fmt_value(v: Any) -> str:

@@ -51,7 +51,9 @@ from interp.viz.style import (
 )
 
 
-def loss_curves(metrics, phases: Any = None, run_name: Optional[str] = None, max_points: int = MAX_LINE_POINTS) -> go.Figure:
+def loss_curves(
+    metrics, phases: Any = None, run_name: Optional[str] = None, max_points: int = MAX_LINE_POINTS
+) -> go.Figure:
     """Train and test loss (log scale) and accuracy over training (REFERENCE §1).
 
     ``metrics``: the per-epoch table of ``store.Run.metrics()`` (or the analysis table). The loss
@@ -63,23 +65,51 @@ def loss_curves(metrics, phases: Any = None, run_name: Optional[str] = None, max
     _require(metrics, ["epoch", *cols], "loss_curves")
     df = _thin_frame(metrics, cols, max_points)
     x = _epochs(df["epoch"])
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("cross-entropy loss (log scale)", "accuracy"),
-                        horizontal_spacing=0.08)
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("cross-entropy loss (log scale)", "accuracy"), horizontal_spacing=0.08
+    )
     for split, color in (("train", TRAIN_COLOR), ("test", TEST_COLOR)):
-        fig.add_trace(go.Scatter(x=x, y=_f32(df[f"{split}_loss"]), name=f"{split} loss", mode="lines",
-                                 line=dict(color=color), legendgroup=split), row=1, col=1)
-        fig.add_trace(go.Scatter(x=x, y=_f32(df[f"{split}_acc"]), name=f"{split} accuracy", mode="lines",
-                                 line=dict(color=color, dash="dash"), legendgroup=split), row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=_f32(df[f"{split}_loss"]),
+                name=f"{split} loss",
+                mode="lines",
+                line=dict(color=color),
+                legendgroup=split,
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=_f32(df[f"{split}_acc"]),
+                name=f"{split} accuracy",
+                mode="lines",
+                line=dict(color=color, dash="dash"),
+                legendgroup=split,
+            ),
+            row=1,
+            col=2,
+        )
     fig.update_yaxes(type="log", exponentformat="power", row=1, col=1)
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
     fig.update_xaxes(title_text="epoch")
     _shade_phases(fig, phases, [(1, 1), (1, 2)])
-    fig.update_layout(template=TEMPLATE, title=_title("Loss and accuracy", run_name), height=420,
-                      updatemenus=_xscale_buttons(2), legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(
+        template=TEMPLATE,
+        title=_title("Loss and accuracy", run_name),
+        height=420,
+        updatemenus=_xscale_buttons(2),
+        legend=dict(orientation="h", y=-0.2),
+    )
     return fig
 
 
-def progress_measures(table, phases: Any = None, run_name: Optional[str] = None, max_points: int = MAX_LINE_POINTS) -> go.Figure:
+def progress_measures(
+    table, phases: Any = None, run_name: Optional[str] = None, max_points: int = MAX_LINE_POINTS
+) -> go.Figure:
     """Every progress measure of REFERENCE §3 over training, one panel each, phases shaded.
 
     ``table``: the analysis table of ``analysis.analyze`` (a row per checkpoint). Panels:
@@ -92,61 +122,108 @@ def progress_measures(table, phases: Any = None, run_name: Optional[str] = None,
     """
     _require(table, ["epoch", "train_loss", "test_loss"], "progress_measures")
     panels: list[tuple[str, list[tuple[str, str, dict]], bool]] = []
-    loss_series = [(c, lbl, {}) for c, lbl in (("train_loss", "train loss"), ("test_loss", "test loss"),
-                                                ("restricted_loss", "restricted loss"),
-                                                ("excluded_loss", "excluded loss (train)")) if c in table.columns]
+    loss_series = [
+        (c, lbl, {})
+        for c, lbl in (
+            ("train_loss", "train loss"),
+            ("test_loss", "test loss"),
+            ("restricted_loss", "restricted loss"),
+            ("excluded_loss", "excluded loss (train)"),
+        )
+        if c in table.columns
+    ]
     panels.append(("losses (log scale)", loss_series, True))
     ex = _cols(table, "excluded_loss_k")
     if ex:
-        panels.append(("excluded loss per key frequency (train, log)", [(c, f"excluded k={k}", {}) for k, c in ex], True))
-    gini = [(c, lbl, {}) for c, lbl in (("gini_W_E", "Gini of W_E Fourier norms"), ("gini_W_L", "Gini of W_L Fourier norms"))
-            if c in table.columns]
+        panels.append(
+            ("excluded loss per key frequency (train, log)", [(c, f"excluded k={k}", {}) for k, c in ex], True)
+        )
+    gini = [
+        (c, lbl, {})
+        for c, lbl in (("gini_W_E", "Gini of W_E Fourier norms"), ("gini_W_L", "Gini of W_L Fourier norms"))
+        if c in table.columns
+    ]
     if gini:
         panels.append(("Gini coefficient (sparsity in frequency)", gini, False))
     if "sq_total" in table.columns:
         panels.append(("sum of squared weights", [("sq_total", "sum of squared weights", {})], False))
-    frac = [(c, lbl, {}) for c, lbl in (("frac_neurons_fve", "neurons with FVE > 0.85"),
-                                        ("cos_fve", "logit variance in key cos(w(a+b-c)) terms")) if c in table.columns]
+    frac = [
+        (c, lbl, {})
+        for c, lbl in (
+            ("frac_neurons_fve", "neurons with FVE > 0.85"),
+            ("cos_fve", "logit variance in key cos(w(a+b-c)) terms"),
+        )
+        if c in table.columns
+    ]
     if frac:
         panels.append(("fractions", frac, False))
     cos = _cols(table, "cos_coef_k")
     if cos:
         panels.append(("cos(w(a+b-c)) coefficients", [(c, f"cos coef k={k}", {}) for k, c in cos], False))
     if "n_key_freqs" in table.columns:
-        panels.append(("number of key frequencies", [("n_key_freqs", "key frequencies at checkpoint", {"shape": "hv"})], False))
+        panels.append(
+            ("number of key frequencies", [("n_key_freqs", "key frequencies at checkpoint", {"shape": "hv"})], False)
+        )
     if "train_acc" in table.columns:
         panels.append(("accuracy", [("train_acc", "train accuracy", {}), ("test_acc", "test accuracy", {})], False))
 
     ncols = 2
     nrows = math.ceil(len(panels) / ncols)
-    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=[p[0] for p in panels], vertical_spacing=0.32 / nrows,
-                        horizontal_spacing=0.1)
+    fig = make_subplots(
+        rows=nrows,
+        cols=ncols,
+        subplot_titles=[p[0] for p in panels],
+        vertical_spacing=0.32 / nrows,
+        horizontal_spacing=0.1,
+    )
     all_cols = [c for _, series, _ in panels for c, _, _ in series]
     df = _thin_frame(table, all_cols, max_points)
     x = _epochs(df["epoch"])
-    color_of: dict[str, str] = {"train_loss": TRAIN_COLOR, "test_loss": TEST_COLOR, "train_acc": TRAIN_COLOR,
-                                "test_acc": TEST_COLOR, "restricted_loss": "#2ca02c", "excluded_loss": "#9467bd"}
+    color_of: dict[str, str] = {
+        "train_loss": TRAIN_COLOR,
+        "test_loss": TEST_COLOR,
+        "train_acc": TRAIN_COLOR,
+        "test_acc": TEST_COLOR,
+        "restricted_loss": "#2ca02c",
+        "excluded_loss": "#9467bd",
+    }
     cells = []
     for i, (name, series, logy) in enumerate(panels):
         r, c = i // ncols + 1, i % ncols + 1
         cells.append((r, c))
         for j, (col, label, line) in enumerate(series):
             color = color_of.get(col, PALETTE[j % len(PALETTE)])
-            fig.add_trace(go.Scatter(x=x, y=_f32(df[col]), name=label, mode="lines", line=dict(color=color, **line),
-                                     showlegend=True, legendgroup=f"p{i}",
-                                     hovertemplate=f"{label}<br>epoch %{{x}}<br>%{{y:.4g}}<extra></extra>"),
-                          row=r, col=c)
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=_f32(df[col]),
+                    name=label,
+                    mode="lines",
+                    line=dict(color=color, **line),
+                    showlegend=True,
+                    legendgroup=f"p{i}",
+                    hovertemplate=f"{label}<br>epoch %{{x}}<br>%{{y:.4g}}<extra></extra>",
+                ),
+                row=r,
+                col=c,
+            )
         if logy:
             fig.update_yaxes(type="log", exponentformat="power", row=r, col=c)
     _shade_phases(fig, phases, cells)
     fig.update_xaxes(title_text="epoch", title_standoff=4)
-    fig.update_layout(template=TEMPLATE, title=_title("Progress measures over training", run_name),
-                      height=300 * nrows + 120, updatemenus=_xscale_buttons(len(cells), y=1.0 + 0.3 / nrows),
-                      legend=dict(font=dict(size=10)))
+    fig.update_layout(
+        template=TEMPLATE,
+        title=_title("Progress measures over training", run_name),
+        height=300 * nrows + 120,
+        updatemenus=_xscale_buttons(len(cells), y=1.0 + 0.3 / nrows),
+        legend=dict(font=dict(size=10)),
+    )
     return fig
 
 
-def weight_norms(metrics, phases: Any = None, run_name: Optional[str] = None, max_points: int = MAX_LINE_POINTS) -> go.Figure:
+def weight_norms(
+    metrics, phases: Any = None, run_name: Optional[str] = None, max_points: int = MAX_LINE_POINTS
+) -> go.Figure:
     """Sum of squared weights over training, total and per parameter, log scale (REFERENCE §3-5).
 
     ``metrics``: a table with ``epoch`` and ``sq_total`` / ``sq_<parameter>`` columns (the trainer's
@@ -154,21 +231,37 @@ def weight_norms(metrics, phases: Any = None, run_name: Optional[str] = None, ma
     Weight decay shrinks the total during circuit formation and cleanup (Omnigrok's LU picture).
     """
     _require(metrics, ["epoch", "sq_total"], "weight_norms")
-    cols = ["sq_total"] + [c for c in metrics.columns if str(c).startswith("sq_") and c != "sq_total"
-                           and float(np.nanmax(np.abs(metrics[c].to_numpy(dtype=float)))) > 0]
+    cols = ["sq_total"] + [
+        c
+        for c in metrics.columns
+        if str(c).startswith("sq_")
+        and c != "sq_total"
+        and float(np.nanmax(np.abs(metrics[c].to_numpy(dtype=float)))) > 0
+    ]
     df = _thin_frame(metrics, cols, max_points)
     x = _epochs(df["epoch"])
     fig = go.Figure()
     for j, c in enumerate(cols):
         label = "total" if c == "sq_total" else c[3:]
-        fig.add_trace(go.Scatter(x=x, y=_f32(df[c]), name=_esc(label), mode="lines",
-                                 line=dict(width=3 if c == "sq_total" else 1.5, color="#000" if c == "sq_total" else PALETTE[j % 10]),
-                                 hovertemplate=f"{_esc(label)}<br>epoch %{{x}}<br>%{{y:.4g}}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=_f32(df[c]),
+                name=_esc(label),
+                mode="lines",
+                line=dict(width=3 if c == "sq_total" else 1.5, color="#000" if c == "sq_total" else PALETTE[j % 10]),
+                hovertemplate=f"{_esc(label)}<br>epoch %{{x}}<br>%{{y:.4g}}<extra></extra>",
+            )
+        )
     fig.update_yaxes(type="log", exponentformat="power", title_text="sum of squared weights")
     fig.update_xaxes(title_text="epoch")
     _shade_phases(fig, phases)
-    fig.update_layout(template=TEMPLATE, title=_title("Weight norms per parameter", run_name), height=440,
-                      updatemenus=_xscale_buttons(1))
+    fig.update_layout(
+        template=TEMPLATE,
+        title=_title("Weight norms per parameter", run_name),
+        height=440,
+        updatemenus=_xscale_buttons(1),
+    )
     return fig
 
 
@@ -185,23 +278,33 @@ def _freq_epoch_heatmap(table, prefix: str, what: str, run_name: Optional[str], 
     # checkpoint) keep the early ones visible, the hover tells the epoch.
     epochs = _epochs(t["epoch"])
     ks = np.array([k for k, _ in cols], dtype=np.int32)
-    fig = go.Figure(go.Heatmap(
-        z=_f32(share.T), x=np.arange(len(epochs), dtype=np.int32), y=ks, colorscale="Viridis",
-        customdata=np.broadcast_to(epochs, share.T.shape).astype(np.int32),
-        colorbar=dict(title="share of<br>norm²"),
-        hovertemplate="epoch %{customdata}<br>frequency %{y}<br>share %{z:.3f}<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=_f32(share.T),
+            x=np.arange(len(epochs), dtype=np.int32),
+            y=ks,
+            colorscale="Viridis",
+            customdata=np.broadcast_to(epochs, share.T.shape).astype(np.int32),
+            colorbar=dict(title="share of<br>norm²"),
+            hovertemplate="epoch %{customdata}<br>frequency %{y}<br>share %{z:.3f}<extra></extra>",
+        )
+    )
     ticks = pick_epochs(range(len(epochs)), 12)
-    fig.update_xaxes(title_text="checkpoint (epoch)", tickmode="array", tickvals=ticks, ticktext=[str(int(epochs[i])) for i in ticks])
+    fig.update_xaxes(
+        title_text="checkpoint (epoch)", tickmode="array", tickvals=ticks, ticktext=[str(int(epochs[i])) for i in ticks]
+    )
     fig.update_yaxes(title_text="frequency k")
     spans, marks = phase_spans(phases)
     for name, e in marks.items():
         if e is not None:
             i = float(np.searchsorted(epochs, int(e)))
             fig.add_vline(x=i - 0.5, line_dash="dot", line_color="white", line_width=1)
-            fig.add_annotation(x=i - 0.5, y=1.0, yref="y domain", text=name, showarrow=False, yanchor="bottom",
-                               font=dict(size=9))
-    fig.update_layout(template=TEMPLATE, title=_title(f"{what}: share of squared Fourier norm per frequency", run_name),
-                      height=440)
+            fig.add_annotation(
+                x=i - 0.5, y=1.0, yref="y domain", text=name, showarrow=False, yanchor="bottom", font=dict(size=9)
+            )
+    fig.update_layout(
+        template=TEMPLATE, title=_title(f"{what}: share of squared Fourier norm per frequency", run_name), height=440
+    )
     return fig
 
 
@@ -221,8 +324,13 @@ def neuron_logit_fourier_heatmap(table, run_name: Optional[str] = None, phases: 
     return _freq_epoch_heatmap(table, "wl_norm_k", "Neuron-logit map W_L", run_name, phases)
 
 
-def cka_matrix(matrix, epochs: Optional[Sequence[int]] = None, title: str = "Linear CKA between checkpoints",
-               run_name: Optional[str] = None, labels_b: Optional[Sequence[Any]] = None) -> go.Figure:
+def cka_matrix(
+    matrix,
+    epochs: Optional[Sequence[int]] = None,
+    title: str = "Linear CKA between checkpoints",
+    run_name: Optional[str] = None,
+    labels_b: Optional[Sequence[Any]] = None,
+) -> go.Figure:
     """Linear CKA between checkpoints (issue #4): entry (i, j) compares the representation at
     checkpoint i with that at checkpoint j (1 = the same up to rotation and scale).
 
@@ -238,18 +346,31 @@ def cka_matrix(matrix, epochs: Optional[Sequence[int]] = None, title: str = "Lin
         raise ValueError(f"a CKA matrix must be 2-D, got shape {M.shape}")
     rows = [str(e) for e in (epochs if epochs is not None else range(M.shape[0]))]
     cols = [str(e) for e in (labels_b if labels_b is not None else rows)]
-    fig = go.Figure(go.Heatmap(z=_f32(M), x=cols, y=rows, zmin=0, zmax=1, colorscale="Viridis",
-                               colorbar=dict(title="CKA"),
-                               hovertemplate="%{y} vs %{x}<br>CKA %{z:.3f}<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=_f32(M),
+            x=cols,
+            y=rows,
+            zmin=0,
+            zmax=1,
+            colorscale="Viridis",
+            colorbar=dict(title="CKA"),
+            hovertemplate="%{y} vs %{x}<br>CKA %{z:.3f}<extra></extra>",
+        )
+    )
     fig.update_xaxes(type="category", title_text="epoch", nticks=12)
     fig.update_yaxes(type="category", title_text="epoch", nticks=12, autorange="reversed")
     fig.update_layout(template=TEMPLATE, title=_title(_esc(title), run_name), height=560, width=640)
     return fig
 
 
-def embedding_fourier_norms_slider(table, key_freqs: Optional[Sequence[int]] = None,
-                                   max_frames: int = SLIDER_FRAMES, title: Optional[str] = None,
-                                   include: Iterable[Optional[int]] = ()) -> go.Figure:
+def embedding_fourier_norms_slider(
+    table,
+    key_freqs: Optional[Sequence[int]] = None,
+    max_frames: int = SLIDER_FRAMES,
+    title: Optional[str] = None,
+    include: Iterable[Optional[int]] = (),
+) -> go.Figure:
     """``checkpoint.embedding_fourier_norms`` at many checkpoints, one figure with a slider over epochs.
 
     ``table``: the analysis table (its ``emb_norm_k{k}`` columns). The y range is fixed to the
@@ -267,12 +388,16 @@ def embedding_fourier_norms_slider(table, key_freqs: Optional[Sequence[int]] = N
     ymax = max(float(np.nanmax(v)) for v in data.values()) * 1.05 or 1.0
 
     def bar(e: int) -> go.Bar:
-        return go.Bar(x=ks, y=_f32(data[e]), marker_color=colors, hovertemplate="frequency %{x}<br>norm %{y:.3g}<extra></extra>")
+        return go.Bar(
+            x=ks, y=_f32(data[e]), marker_color=colors, hovertemplate="frequency %{x}<br>norm %{y:.3g}<extra></extra>"
+        )
 
     labels = [str(e) for e in epochs]
     # frames carry only what changes (y): the marker colours and hover text stay from the base trace
-    fig = go.Figure(data=[bar(epochs[-1])], frames=[go.Frame(data=[{"type": "bar", "y": _f32(data[e])}], name=str(e))
-                                                    for e in epochs])
+    fig = go.Figure(
+        data=[bar(epochs[-1])],
+        frames=[go.Frame(data=[{"type": "bar", "y": _f32(data[e])}], name=str(e)) for e in epochs],
+    )
     _slider(fig, labels, len(labels) - 1)
     fig.update_xaxes(title_text="frequency k")
     fig.update_yaxes(title_text="‖F W_E‖", range=[0, ymax])
@@ -280,8 +405,9 @@ def embedding_fourier_norms_slider(table, key_freqs: Optional[Sequence[int]] = N
     return fig
 
 
-def neuron_cluster_sizes_slider(table, max_frames: int = SLIDER_FRAMES, title: Optional[str] = None,
-                                include: Iterable[Optional[int]] = ()) -> go.Figure:
+def neuron_cluster_sizes_slider(
+    table, max_frames: int = SLIDER_FRAMES, title: Optional[str] = None, include: Iterable[Optional[int]] = ()
+) -> go.Figure:
     """``checkpoint.neuron_cluster_sizes`` at many checkpoints, one figure with a slider over epochs.
 
     ``table``: the analysis table (its ``neurons_k{k}`` columns).
@@ -296,21 +422,33 @@ def neuron_cluster_sizes_slider(table, max_frames: int = SLIDER_FRAMES, title: O
     ymax = max(1.0, max(float(np.nanmax(v)) for v in data.values()) * 1.05)
 
     def bar(e: int) -> go.Bar:
-        return go.Bar(x=ks, y=np.nan_to_num(data[e]).astype(np.int32), marker_color="#2ca02c",
-                      hovertemplate="frequency %{x}<br>%{y} neurons<extra></extra>")
+        return go.Bar(
+            x=ks,
+            y=np.nan_to_num(data[e]).astype(np.int32),
+            marker_color="#2ca02c",
+            hovertemplate="frequency %{x}<br>%{y} neurons<extra></extra>",
+        )
 
     labels = [str(e) for e in epochs]
-    frames = [go.Frame(data=[{"type": "bar", "y": np.nan_to_num(data[e]).astype(np.int32)}], name=str(e)) for e in epochs]
+    frames = [
+        go.Frame(data=[{"type": "bar", "y": np.nan_to_num(data[e]).astype(np.int32)}], name=str(e)) for e in epochs
+    ]
     fig = go.Figure(data=[bar(epochs[-1])], frames=frames)
     _slider(fig, labels, len(labels) - 1)
     fig.update_xaxes(title_text="frequency k")
     fig.update_yaxes(title_text="neurons clearly assigned", range=[0, ymax])
-    fig.update_layout(template=TEMPLATE, title=title or "Neuron clusters by frequency over training", height=460, bargap=0.1)
+    fig.update_layout(
+        template=TEMPLATE, title=title or "Neuron clusters by frequency over training", height=460, bargap=0.1
+    )
     return fig
 
 
-def embedding_circles_slider(circles: Mapping[int, Sequence], max_frames: int = SLIDER_FRAMES,
-                             title: Optional[str] = None, include: Iterable[Optional[int]] = ()) -> go.Figure:
+def embedding_circles_slider(
+    circles: Mapping[int, Sequence],
+    max_frames: int = SLIDER_FRAMES,
+    title: Optional[str] = None,
+    include: Iterable[Optional[int]] = (),
+) -> go.Figure:
     """``checkpoint.embedding_circles`` on fixed frequencies (usually the final key frequencies) at
     many checkpoints, one figure with a slider over epochs: the circles form out of a blob.
 
@@ -329,12 +467,19 @@ def embedding_circles_slider(circles: Mapping[int, Sequence], max_frames: int = 
     n = len(freqs)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"k={k}" for k in freqs],
-                        horizontal_spacing=0.04, vertical_spacing=0.12 / rows)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[f"k={k}" for k in freqs],
+        horizontal_spacing=0.04,
+        vertical_spacing=0.12 / rows,
+    )
 
     def hover(e: int, c) -> str:
-        return (f"k={c.k} at epoch {e}<br>token %{{customdata}}<br>plane share {c.energy_share:.0%}, "
-                f"circularity {c.circularity:.2f}<extra></extra>")
+        return (
+            f"k={c.k} at epoch {e}<br>token %{{customdata}}<br>plane share {c.energy_share:.0%}, "
+            f"circularity {c.circularity:.2f}<extra></extra>"
+        )
 
     last = epochs[-1]
     for i, (tr, c) in enumerate(zip(_circle_traces(per_epoch[last], True, False), per_epoch[last])):
@@ -354,6 +499,9 @@ def embedding_circles_slider(circles: Mapping[int, Sequence], max_frames: int = 
     fig.frames = [go.Frame(data=frame_data(e), name=str(e), traces=list(range(n))) for e in epochs]
     _square_axes(fig, n, fixed=1.1)
     _slider(fig, [str(e) for e in epochs], len(epochs) - 1)
-    fig.update_layout(template=TEMPLATE, title=title or "Embedding circles over training (each panel scaled to radius 1)",
-                      height=300 * rows + 160)
+    fig.update_layout(
+        template=TEMPLATE,
+        title=title or "Embedding circles over training (each panel scaled to radius 1)",
+        height=300 * rows + 160,
+    )
     return fig

@@ -69,8 +69,10 @@ def main(argv=None) -> int:
         run.load_state_dict(e)
     load = time.perf_counter() - t1
     n = len(epochs)
-    print(f"run {path}: {n} checkpoints, p={run.config.p}, d_model={run.config.d_model}, d_mlp={run.config.d_mlp}, "
-          f"threads={torch.get_num_threads()}")
+    print(
+        f"run {path}: {n} checkpoints, p={run.config.p}, d_model={run.config.d_model}, d_mlp={run.config.d_mlp}, "
+        f"threads={torch.get_num_threads()}"
+    )
     print(f"analyse all checkpoints: {total:.2f} s total, {1000 * total / n:.1f} ms per checkpoint")
     print(f"  of which loading + verifying checkpoints: {load:.2f} s ({1000 * load / n:.1f} ms per checkpoint)")
     print(f"key frequencies {summary.key_freqs}; T_mem {summary.t_mem}; T_grok {summary.t_grok}")
