@@ -37,12 +37,23 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         t = hints[f.name]
         if t is bool:
-            p.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"(default {f.default})")
+            p.add_argument(
+                _flag(f.name),
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"(default {f.default})",
+            )
             continue
         base = [a for a in typing.get_args(t) if a is not type(None)][0] if typing.get_origin(t) is typing.Union else t
-        p.add_argument(_flag(f.name), dest=f.name, type=_lenient(base), default=None, metavar=base.__name__.upper(),
-                       help=f"(default {f.default})")
+        p.add_argument(
+            _flag(f.name),
+            dest=f.name,
+            type=_lenient(base),
+            default=None,
+            metavar=base.__name__.upper(),
+            help=f"(default {f.default})",
+        )
 
 
 def _lenient(base: type):
@@ -53,7 +64,7 @@ def _lenient(base: type):
         return str
 
     def parse(text: str):
-        for conv in ((int, float) if base is int else (float,)):
+        for conv in (int, float) if base is int else (float,):
             try:
                 return conv(text)
             except ValueError:
@@ -68,22 +79,22 @@ def _explicit_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
     """(the flags given on the command line, those plus the preset's fields)."""
     from interp.config import PRESETS, TrainConfig
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    given = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
+    }
     return given, {**(PRESETS[args.preset] if args.preset else {}), **given}
 
 
 def _resume(path: Path, overrides: dict[str, Any], progress: bool):
-    """Continue the run in ``path`` after ``store.verify_resumable`` found nothing wrong."""
-    from interp.store import verify_resumable
+    """Continue the run in ``path`` (``train`` verifies it first: ``store.verify_resumable``)."""
     from interp.training.loop import train
 
-    verify_resumable(path, overrides)
     return train(None, path, resume=True, progress=progress, overrides=overrides or None)  # type: ignore[arg-type]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from interp.config import TrainConfig, preset
-    from interp.store import CONFIG_FILE, Run, config_differences, is_unstarted, new_run_dir
+    from interp.store import CONFIG_FILE, Run, config_differences, is_unstarted
     from interp.training.loop import train
 
     overrides, explicit = _explicit_config(args)
@@ -91,13 +102,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         # nothing the user typed is ignored: --preset / --out / --resume-if-exists name another run
         # or config, and only the fields of RESUME_OVERRIDABLE may change
-        for flag, given in (("--preset", args.preset), ("--out", args.out), ("--resume-if-exists", args.resume_if_exists)):
+        for flag, given in (
+            ("--preset", args.preset),
+            ("--out", args.out),
+            ("--resume-if-exists", args.resume_if_exists),
+        ):
             if given:
                 raise InterpError(f"--resume {args.resume} continues that run with its saved config; drop {flag}")
         fixed = sorted(set(overrides) - set(RESUME_OVERRIDABLE))
         if fixed:
-            raise InterpError(f"--resume continues a run with its saved config; only {', '.join(_flag(k) for k in RESUME_OVERRIDABLE)} "
-                              f"may change, drop {', '.join(_flag(k) for k in fixed)}")
+            raise InterpError(
+                f"--resume continues a run with its saved config; only {', '.join(_flag(k) for k in RESUME_OVERRIDABLE)} "
+                f"may change, drop {', '.join(_flag(k) for k in fixed)}"
+            )
         run = _resume(Path(args.resume), overrides, progress)
         print(f"run saved in {run.path}")
         return 0
@@ -109,15 +126,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         differ = [k for k, v in explicit.items() if k not in RESUME_OVERRIDABLE and getattr(saved, k) != v]
         if differ:
             diffs = config_differences({k: getattr(saved, k) for k in differ}, {k: explicit[k] for k in differ})
-            raise InterpError(f"--resume-if-exists: {out} holds a run with another config ({'; '.join(diffs)}); "
-                              "drop those flags to resume it, or choose another --out")
+            raise InterpError(
+                f"--resume-if-exists: {out} holds a run with another config ({'; '.join(diffs)}); "
+                "drop those flags to resume it, or choose another --out"
+            )
         changes = {k: v for k, v in explicit.items() if k in RESUME_OVERRIDABLE and getattr(saved, k) != v}
         if changes:
-            print(f"resuming {out} with " + ", ".join(f"{k}={v!r} (was {getattr(saved, k)!r})" for k, v in changes.items()))
+            print(
+                f"resuming {out} with "
+                + ", ".join(f"{k}={v!r} (was {getattr(saved, k)!r})" for k, v in changes.items())
+            )
         run = _resume(out, changes, progress)
-    else:
-        with new_run_dir(out):
-            run = train(cfg, out, resume=False, progress=progress)
+    else:  # train() creates the directory through store.new_run_dir (an unstarted leftover is reused)
+        run = train(cfg, out, resume=False, progress=progress)
     print(f"run saved in {run.path}")
     return 0
 
@@ -131,8 +152,13 @@ def run_summary(path: str) -> dict[str, Any]:
 
     run = Run.open(path)
     eps = run.checkpoint_epochs()
-    out: dict[str, Any] = {"run": str(run.path), "config": run.config.to_dict(), "config_hash": run.config.config_hash(),
-                           "checkpoints": len(eps), "checkpoint_epochs": [eps[0], eps[-1]] if eps else None}
+    out: dict[str, Any] = {
+        "run": str(run.path),
+        "config": run.config.to_dict(),
+        "config_hash": run.config.config_hash(),
+        "checkpoints": len(eps),
+        "checkpoint_epochs": [eps[0], eps[-1]] if eps else None,
+    }
     try:
         df = run.metrics()
     except InterpError:
@@ -170,8 +196,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     if "final" in s:
         f = s["final"]
         print(f"epochs        {s['epochs_trained']}")
-        print(f"final         train loss {f['train_loss']:.3e}  test loss {f['test_loss']:.3e}  "
-              f"train acc {f['train_acc']:.4f}  test acc {f['test_acc']:.4f}  sum sq weights {f['sq_total']:.1f}")
+        print(
+            f"final         train loss {f['train_loss']:.3e}  test loss {f['test_loss']:.3e}  "
+            f"train acc {f['train_acc']:.4f}  test acc {f['test_acc']:.4f}  sum sq weights {f['sq_total']:.1f}"
+        )
         print(f"T_mem         {s['T_mem'] if s['T_mem'] is not None else 'not reached'}  (train acc >= 0.99)")
         print(f"T_grok        {s['T_grok'] if s['T_grok'] is not None else 'not reached'}  (test acc >= 0.99)")
     if "history" in s:
@@ -189,7 +217,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from interp.legacy import import_run
-
     from interp.store import check_name, sanitize_name
 
     src = Path(args.file)
@@ -213,21 +240,26 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from interp.analysis.results import TABLE_FILE, json_safe
     from interp.analysis.run_table import analyze
 
-    table, s = analyze(args.run, key_freqs=args.key_freqs, progress=not (args.json or args.no_progress),
-                       recompute=args.recompute)
+    table, s = analyze(
+        args.run, key_freqs=args.key_freqs, progress=not (args.json or args.no_progress), recompute=args.recompute
+    )
     if args.json:
         print(json.dumps(json_safe(s.to_dict()), indent=2))
         return 0
     ph = s.phases
     f = s.final
-    print(f"run              {s.run}  ({s.task} mod {s.p}; {s.n_checkpoints} checkpoints, epochs "
-          f"{s.first_epoch}..{s.final_epoch}; {s.computed} analysed now)")
+    print(
+        f"run              {s.run}  ({s.task} mod {s.p}; {s.n_checkpoints} checkpoints, epochs "
+        f"{s.first_epoch}..{s.final_epoch}; {s.computed} analysed now)"
+    )
     print(f"key frequencies  {', '.join(map(str, s.key_freqs)) or 'none'}  ({s.key_freqs_source})")
     if s.key_freqs_source == "user":
         print(f"                 final checkpoint's own: {', '.join(map(str, s.final_key_freqs)) or 'none'}")
     agree = set(s.final_embedding_freqs) == set(s.final_key_freqs)
-    print(f"embedding check  {', '.join(map(str, s.final_embedding_freqs)) or 'none'}  "
-          f"({'agrees' if agree else 'differs from the neuron clusters'})")
+    print(
+        f"embedding check  {', '.join(map(str, s.final_embedding_freqs)) or 'none'}  "
+        f"({'agrees' if agree else 'differs from the neuron clusters'})"
+    )
     print(f"T_mem            {_fmt_epoch(ph.t_mem)}  (train acc >= 0.99)")
     print(f"T_grok           {_fmt_epoch(ph.t_grok)}  (test acc >= 0.99)")
     print(f"memorisation     {_fmt_interval(ph.memorisation)}")
@@ -235,14 +267,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print(f"cleanup          {_fmt_interval(ph.cleanup)}")
     for n in ph.notes:
         print(f"note             {n}")
-    print(f"final            train loss {f['train_loss']:.3e}  test loss {f['test_loss']:.3e}  "
-          f"test acc {f['test_acc']:.4f}")
+    print(
+        f"final            train loss {f['train_loss']:.3e}  test loss {f['test_loss']:.3e}  "
+        f"test acc {f['test_acc']:.4f}"
+    )
     print(f"                 restricted loss {f['restricted_loss']:.3e}  excluded loss {f['excluded_loss']:.3e}")
     if f["excluded_loss_per_freq"]:
         per = "  ".join(f"k={k}: {v:.3e}" for k, v in f["excluded_loss_per_freq"].items())
         print(f"                 excluded loss per frequency  {per}")
-    print(f"                 Gini W_E {f['gini_W_E']:.3f}  W_L {f['gini_W_L']:.3f}  neurons FVE>0.85 "
-          f"{f['frac_neurons_fve']:.1%}  sum sq weights {f['sq_total']:.1f}")
+    print(
+        f"                 Gini W_E {f['gini_W_E']:.3f}  W_L {f['gini_W_L']:.3f}  neurons FVE>0.85 "
+        f"{f['frac_neurons_fve']:.1%}  sum sq weights {f['sq_total']:.1f}"
+    )
     print(f"table            {s.run}/{TABLE_FILE}")
     return 0
 
@@ -251,8 +287,11 @@ def _register_analyze(subparsers) -> None:
     p = subparsers.add_parser("analyze", help="progress measures, key frequencies and phases of every checkpoint")
     p.add_argument("run", help="run directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON only")
-    p.add_argument("--key-freqs", metavar="K1,K2,...",
-                   help="frequencies for restricted/excluded loss (default: the final checkpoint's key frequencies)")
+    p.add_argument(
+        "--key-freqs",
+        metavar="K1,K2,...",
+        help="frequencies for restricted/excluded loss (default: the final checkpoint's key frequencies)",
+    )
     p.add_argument("--recompute", action="store_true", help="ignore the saved table and analyse every checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_analyze)
@@ -293,20 +332,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _register_compare(subparsers) -> None:
     """Add ``compare`` to the ``interp`` command line."""
     c = subparsers.add_parser(
-        "compare", help="two checkpoints side by side (memorising vs generalising)",
+        "compare",
+        help="two checkpoints side by side (memorising vs generalising)",
         description="Compare checkpoints A and B: losses, accuracies, key frequencies and their strength, Gini, FVE, "
-                    "RQI, weight norms, restricted/excluded loss, and CKA between them. A and B are RUN (final "
-                    "checkpoint), RUN@EPOCH, RUN@final, RUN@T_mem or RUN@T_grok.",
+        "RQI, weight norms, restricted/excluded loss, and CKA between them. A and B are RUN (final "
+        "checkpoint), RUN@EPOCH, RUN@final, RUN@T_mem or RUN@T_grok.",
     )
     c.add_argument("a", metavar="A", help="checkpoint: RUN, RUN@EPOCH, RUN@final, RUN@T_mem, RUN@T_grok")
     c.add_argument("b", metavar="B", help="checkpoint, as A")
     c.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    c.add_argument("-o", "--output", metavar="FILE",
-                   help="save to FILE (.json, .csv or text by extension; default <run of B>/compare/<A>__<B>.json)")
-    c.add_argument("--key-freqs", default="auto", metavar="auto|own|K,K,...",
-                   help="frequencies for restricted/excluded loss and RQI planes (default auto: those of the side "
-                        "with the lower test loss, for both)")
-    c.add_argument("--debiased-cka", action="store_true", help="debiased (unbiased HSIC) CKA instead of the standard one")
+    c.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="save to FILE (.json, .csv or text by extension; default <run of B>/compare/<A>__<B>.json)",
+    )
+    c.add_argument(
+        "--key-freqs",
+        default="auto",
+        metavar="auto|own|K,K,...",
+        help="frequencies for restricted/excluded loss and RQI planes (default auto: those of the side "
+        "with the lower test loss, for both)",
+    )
+    c.add_argument(
+        "--debiased-cka", action="store_true", help="debiased (unbiased HSIC) CKA instead of the standard one"
+    )
     c.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     c.set_defaults(func=cmd_compare)
 
@@ -319,8 +369,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         path, when = parse_spec(args.runs[0])
         if when is not None:
-            raise InterpError(f"a run report takes a run directory, not a checkpoint ({args.runs[0]!r}); "
-                              "to look at one checkpoint against another use `interp report A B`")
+            raise InterpError(
+                f"a run report takes a run directory, not a checkpoint ({args.runs[0]!r}); "
+                "to look at one checkpoint against another use `interp report A B`"
+            )
         out = write_report(path, args.output, progress=not args.no_progress)
     elif len(args.runs) == 2:
         out = write_comparison_report(args.runs[0], args.runs[1], args.output)
@@ -334,13 +386,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _register_report(subparsers) -> None:
     """Add ``report`` to the ``interp`` command line."""
     r = subparsers.add_parser(
-        "report", help="self-contained HTML report of a run, or of two checkpoints side by side",
+        "report",
+        help="self-contained HTML report of a run, or of two checkpoints side by side",
         description="Write one HTML file that works offline (plotly.js embedded): for one RUN, a summary (config, "
-                    "T_mem, T_grok, phases, key frequencies), every figure, and T_mem against the final checkpoint; "
-                    "for A B (RUN, RUN@EPOCH, RUN@final, RUN@T_mem, RUN@T_grok), the two side by side.")
+        "T_mem, T_grok, phases, key frequencies), every figure, and T_mem against the final checkpoint; "
+        "for A B (RUN, RUN@EPOCH, RUN@final, RUN@T_mem, RUN@T_grok), the two side by side.",
+    )
     r.add_argument("runs", nargs="+", metavar="RUN", help="a run directory, or two checkpoints A B")
-    r.add_argument("-o", "--output", metavar="FILE",
-                   help="where to write (default <RUN>/report.html, or <run of B>/compare/<A>__<B>.html)")
+    r.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where to write (default <RUN>/report.html, or <run of B>/compare/<A>__<B>.html)",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bar while analysing")
     r.set_defaults(func=cmd_report)
 
@@ -394,11 +452,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         out = args.out
     if args.max_members < 1:
         raise InterpError(f"--max-members must be >= 1, got {args.max_members}")
-    index = run_sweep(spec, out, resume=bool(args.resume) or Path(out, "sweep.json").exists(), device=args.device,
-                      executor=args.executor, address=args.address, max_members=args.max_members,
-                      progress=not args.no_progress, threads=args.threads)
+    index = run_sweep(
+        spec,
+        out,
+        resume=bool(args.resume) or Path(out, "sweep.json").exists(),
+        device=args.device,
+        executor=args.executor,
+        address=args.address,
+        max_members=args.max_members,
+        progress=not args.no_progress,
+        threads=args.threads,
+    )
     done = int((index["status"] == "done").sum())
-    print(f"sweep {out}: {done}/{len(index)} runs done, {int(index['T_grok'].notna().sum())} grokked; index {out}/index.csv")
+    print(
+        f"sweep {out}: {done}/{len(index)} runs done, {int(index['T_grok'].notna().sum())} grokked; index {out}/index.csv"
+    )
     return 0
 
 
@@ -408,14 +476,21 @@ def _sweep_info(path: str, as_json: bool) -> int:
     spec, body = open_sweep(path)
     df = read_index(path)
     if as_json:
-        print(json.dumps({"sweep": path, "spec": spec.to_dict(), "index": json.loads(df.to_json(orient="records"))},
-                         indent=2))
+        print(
+            json.dumps(
+                {"sweep": path, "spec": spec.to_dict(), "index": json.loads(df.to_json(orient="records"))}, indent=2
+            )
+        )
         return 0
     print(f"sweep         {path}  (spec hash {body['spec_hash']}, {len(df)} runs)")
     print(f"preset        {spec.preset or '-'}; fixed " + (", ".join(f"{k}={v}" for k, v in spec.fixed.items()) or "-"))
     print("grid          " + "; ".join(f"{k} = {', '.join(map(str, v))}" for k, v in spec.grid.items()))
     counts = df["status"].value_counts().to_dict()
-    print("status        " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f"; {int(df['T_grok'].notna().sum())} grokked")
+    print(
+        "status        "
+        + ", ".join(f"{v} {k}" for k, v in counts.items())
+        + f"; {int(df['T_grok'].notna().sum())} grokked"
+    )
     cols = ["run", *spec.grid, "status", "epochs_trained", "T_mem", "T_grok", "test_acc", "V_mem", "V_final"]
     print(df[[c for c in cols if c in df]].to_string(index=False))
     return 0
@@ -423,10 +498,12 @@ def _sweep_info(path: str, as_json: bool) -> int:
 
 def _register_sweep(subparsers) -> None:
     s = subparsers.add_parser(
-        "sweep", help="train a grid of runs (ensembles on one device, or Ray tasks)",
+        "sweep",
+        help="train a grid of runs (ensembles on one device, or Ray tasks)",
         description="Train every point of a grid into DIR/runs/<name> (ordinary run directories) and keep an "
-                    "index DIR/index.csv. SPEC is a TOML file (preset, seeds, [fixed], [grid]); the same can be "
-                    "said with --preset, --set FIELD=VALUE, --grid FIELD=V1,V2 or FIELD=A:B, --seeds N.")
+        "index DIR/index.csv. SPEC is a TOML file (preset, seeds, [fixed], [grid]); the same can be "
+        "said with --preset, --set FIELD=VALUE, --grid FIELD=V1,V2 or FIELD=A:B, --seeds N.",
+    )
     s.add_argument("spec", nargs="?", help="TOML spec file")
     s.add_argument("--out", help="sweep directory")
     s.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR with its saved spec")
@@ -436,8 +513,12 @@ def _register_sweep(subparsers) -> None:
     s.add_argument("--seeds", type=int, help="shorthand for --grid seed=0:N")
     s.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     s.add_argument("--executor", choices=["local", "ray"], default="local", help="in this process, or Ray tasks")
-    s.add_argument("--address", help="Ray cluster address (auto, HOST:6379 or ray://HOST:10001); default: a local instance")
-    s.add_argument("--max-members", type=int, default=64, help="largest ensemble (default 64; memory may make it smaller)")
+    s.add_argument(
+        "--address", help="Ray cluster address (auto, HOST:6379 or ray://HOST:10001); default: a local instance"
+    )
+    s.add_argument(
+        "--max-members", type=int, default=64, help="largest ensemble (default 64; memory may make it smaller)"
+    )
     s.add_argument("--threads", type=int, help="torch threads per ensemble (default: torch's)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sweep)
@@ -451,7 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("train", help="train a run (canonical config by default)")
-    t.add_argument("--preset", choices=["canonical", "quick", "memorise"], help="start from a named config")
+    from interp.config import PRESETS
+
+    t.add_argument("--preset", choices=list(PRESETS), help="start from a named config")
     t.add_argument("--out", help="run directory (default checkpoints/<run-name>)")
     t.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     t.add_argument("--resume-if-exists", action="store_true", help="resume --out if it already holds a run")
