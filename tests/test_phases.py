@@ -58,3 +58,18 @@ def test_per_epoch_metrics_refine_t_mem_and_t_grok():
     assert (ph.t_mem, ph.t_grok) == (257, 13950)
     assert first_epoch_reaching([0, 5, 9], [0.5, 0.99, 1.0]) == 5
     assert first_epoch_reaching([0, 5], [0.5, 0.9]) is None
+
+
+def test_metrics_evaluated_every_tenth_epoch_give_t_grok_at_that_resolution():
+    """eval_every = 10: test columns are empty between evaluations; T_grok is the first evaluated
+    epoch >= 0.99, finer than the checkpoints (every 100), and T_mem keeps per-epoch resolution."""
+    e = np.arange(0, 20001)
+    test_acc = np.where(e >= 13_995, 1.0, 0.01).astype(float)
+    test_loss = np.where(e <= 1400, 4.7 + (34 - 4.7) * e / 1400, 30.0)
+    test_loss = np.where(e >= 13_995, 1e-7, test_loss)
+    test_acc[e % 10 != 0] = np.nan
+    test_loss[e % 10 != 0] = np.nan
+    metrics = pd.DataFrame(dict(epoch=e, train_acc=np.where(e >= 257, 1.0, 0.5), test_acc=test_acc, test_loss=test_loss))
+    ph = find_phases(grokking_table(), metrics)
+    assert (ph.t_mem, ph.t_grok) == (257, 14_000)
+    assert ph.memorisation == (0, 1400)

@@ -96,7 +96,10 @@ def find_phases(table: pd.DataFrame, metrics: Optional[pd.DataFrame] = None) -> 
     t = table.sort_values("epoch").reset_index(drop=True)
     epochs = t["epoch"].to_numpy()
     fine = t
-    if metrics is not None and len(metrics) and metrics[["train_acc", "test_acc", "test_loss"]].notna().all().all():
+    if metrics is not None and len(metrics) and metrics["train_acc"].notna().all() and metrics["test_acc"].notna().any():
+        # runs with eval_every > 1 leave the test columns empty between evaluations: NaN never
+        # reaches a threshold, so T_grok is the first *evaluated* epoch, and the test-loss peak
+        # is taken over evaluated epochs only
         fine = metrics.sort_values("epoch").reset_index(drop=True)
     t_mem = first_epoch_reaching(fine["epoch"], fine["train_acc"])
     t_grok = first_epoch_reaching(fine["epoch"], fine["test_acc"])
@@ -107,8 +110,10 @@ def find_phases(table: pd.DataFrame, metrics: Optional[pd.DataFrame] = None) -> 
 
     # End of memorisation: test-loss peak in [T_mem, T_grok].
     fe = fine["epoch"].to_numpy()
-    window = (fe >= t_mem) & (fe <= (t_grok if t_grok is not None else fe[-1]))
     tl = fine["test_loss"].to_numpy(dtype=float)
+    window = (fe >= t_mem) & (fe <= (t_grok if t_grok is not None else fe[-1])) & ~np.isnan(tl)
+    if not window.any():  # no evaluation between T_mem and T_grok: the first evaluated epoch after T_mem
+        window = (fe >= t_mem) & ~np.isnan(tl)
     idx = np.nonzero(window)[0]
     mem_end = int(fe[idx[np.nanargmax(tl[idx])]])
     memorisation = (first, mem_end)
@@ -120,8 +125,10 @@ def find_phases(table: pd.DataFrame, metrics: Optional[pd.DataFrame] = None) -> 
     ci = min(ci, len(epochs) - 1)
     cleanup_start = _fraction_crossing(epochs, _log(t["restricted_loss"]), ci, CLEANUP_START_FRACTION)
     # Cleanup end: test loss 95% of the way (log scale) from its peak to its final value.
-    pi = int(np.searchsorted(fe, mem_end))
-    cleanup_end = _fraction_crossing(fe, _log(tl), pi, CLEANUP_END_FRACTION)
+    evaluated = ~np.isnan(tl)
+    fe_ev, tl_ev = fe[evaluated], tl[evaluated]
+    pi = int(np.searchsorted(fe_ev, mem_end))
+    cleanup_end = _fraction_crossing(fe_ev, _log(tl_ev), pi, CLEANUP_END_FRACTION)
     if cleanup_start is None or t_grok is None:
         return Phases(t_mem, t_grok, memorisation, (mem_end, int(epochs[-1])), None, notes=notes)
     if cleanup_end is None or cleanup_end < cleanup_start:
