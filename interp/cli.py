@@ -524,6 +524,30 @@ def _register_sweep(subparsers) -> None:
     s.set_defaults(func=cmd_sweep)
 
 
+def cmd_law(args: argparse.Namespace) -> int:
+    from interp.store import SWEEP_RUNS_DIR, Run, atomic_write_bytes
+    from interp.theory.delay_law import delay_law, format_law
+    from interp.training.sweep import is_sweep, read_index
+
+    if not is_sweep(args.sweep):
+        raise InterpError(f"{args.sweep} is not a sweep directory (the delay law is fitted across the runs of a sweep)")
+    index = read_index(args.sweep)
+    law = delay_law(index, lambda run: Run.open(Path(args.sweep) / SWEEP_RUNS_DIR / run).metrics(), source=args.sweep)
+    body = json.dumps(law.to_dict(), indent=2, default=float) + "\n"
+    atomic_write_bytes(Path(args.sweep) / "law.json", body.encode())
+    print(body if args.json else format_law(law))
+    return 0
+
+
+def _register_law(subparsers) -> None:
+    s = subparsers.add_parser("law", help="fit the norm-separation delay law on a sweep (REFERENCE §5)",
+                              description="T_grok vs 1/lambda and vs 1/eta, the delay vs ln(V_mem/V_final)/(eta "
+                                          "lambda), escape times; saved to SWEEP/law.json.")
+    s.add_argument("sweep", help="sweep directory")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_law)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from interp import __version__
 
@@ -557,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_compare(sub)
     _register_report(sub)
     _register_sweep(sub)
+    _register_law(sub)
     return parser
 
 
