@@ -95,10 +95,17 @@ def test_sweep_cli_index_info_and_member_runs(tmp_path):
     info = run_cli("info", str(out))
     assert info.returncode == 0 and "4 done" in info.stdout and row["run"] in info.stdout
     assert run_cli("info", str(out / "runs" / row["run"])).returncode == 0
-    law = run_cli("law", str(out))  # 60 epochs at p = 13: memorised, not grokked: nothing to fit
-    assert index["T_grok"].isna().all() and index["T_mem"].notna().any()
-    assert law.returncode == 2 and "no run grokked" in law.stderr and len(law.stderr.strip().splitlines()) == 1
     assert run_cli("law", str(out / "runs" / row["run"])).returncode == 2  # a run, not a sweep
+    law = run_cli("law", str(out))
+    if index["T_grok"].notna().sum() >= 3:
+        assert law.returncode == 0 and "grokked" in law.stdout and (out / "law.json").exists()
+    # no weight decay, 30 epochs: nothing groks, so nothing to fit
+    flat = tmp_path / "flat"
+    r = run_cli("sweep", *tiny_flags("epochs"), "--set", "epochs=30", "--set", "weight_decay=0", "--grid", "seed=0:2",
+                "--out", str(flat), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    law = run_cli("law", str(flat))
+    assert law.returncode == 2 and "no run grokked" in law.stderr and len(law.stderr.strip().splitlines()) == 1
     # the same sweep again: nothing to do, nothing changed
     before = (out / "index.csv").read_bytes()
     again = run_cli("sweep", *TINY_FLAGS, "--grid", "weight_decay=0.5,1", "--seeds", "2", "--out", str(out), "--no-progress")
