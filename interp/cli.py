@@ -447,8 +447,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if not args.out:
             raise InterpError("sweep needs --out DIR (or --resume DIR)")
         spec = _sweep_spec(args)
-        if not spec.grid:
-            raise InterpError("the sweep has no grid axis: give --grid FIELD=VALUES or a [grid] table")
+        if not spec.grid and not spec.points:
+            raise InterpError("the sweep has no grid axis: give --grid FIELD=VALUES, a [grid] table or [[points]]")
         out = args.out
     if args.max_members < 1:
         raise InterpError(f"--max-members must be >= 1, got {args.max_members}")
@@ -485,13 +485,15 @@ def _sweep_info(path: str, as_json: bool) -> int:
     print(f"sweep         {path}  (spec hash {body['spec_hash']}, {len(df)} runs)")
     print(f"preset        {spec.preset or '-'}; fixed " + (", ".join(f"{k}={v}" for k, v in spec.fixed.items()) or "-"))
     print("grid          " + "; ".join(f"{k} = {', '.join(map(str, v))}" for k, v in spec.grid.items()))
+    if spec.points:
+        print("points        " + "; ".join(", ".join(f"{k}={v}" for k, v in q.items()) for q in spec.points))
     counts = df["status"].value_counts().to_dict()
     print(
         "status        "
         + ", ".join(f"{v} {k}" for k, v in counts.items())
         + f"; {int(df['T_grok'].notna().sum())} grokked"
     )
-    cols = ["run", *spec.grid, "status", "epochs_trained", "T_mem", "T_grok", "test_acc", "V_mem", "V_final"]
+    cols = ["run", *spec.axes, "status", "epochs_trained", "T_mem", "T_grok", "test_acc", "V_mem", "V_final"]
     print(df[[c for c in cols if c in df]].to_string(index=False))
     return 0
 

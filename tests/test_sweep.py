@@ -52,6 +52,13 @@ def test_spec_grid_and_names():
     assert len(cfgs) == 6 and {c.seed for c in cfgs} == {0, 1, 2} and {c.weight_decay for c in cfgs} == {0.3, 1.0}
     assert all(c.p == 31 and c.epochs == 10 for c in cfgs)  # the preset, then fixed fields
     assert len({c.run_name for c in cfgs}) == 6
+    linked = SweepSpec.from_dict({"preset": "quick", "grid": {"seed": [0, 1]},
+                                  "points": [{"weight_decay": 1.0}, {"weight_decay": 0.0, "constant_norm": True}]})
+    got = {(c.seed, c.weight_decay, c.constant_norm) for c in linked.configs()}
+    assert got == {(0, 1.0, False), (1, 1.0, False), (0, 0.0, True), (1, 0.0, True)}
+    assert linked.axes == ["seed", "weight_decay", "constant_norm"]
+    with pytest.raises(InterpError, match="more than one"):
+        SweepSpec.from_dict({"grid": {"seed": [0]}, "points": [{"seed": 1}]})
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -16,6 +16,9 @@ Spec (TOML)::
     epochs = 3000
     [grid]                          # axes: a list of values, or "a:b" for the integers a..b-1
     weight_decay = [0.3, 1.0, 3.0]
+    [[points]]                      # optional: settings that go together (crossed with the grid)
+    constant_norm = true
+    weight_decay = 0.0
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from interp.store import (
 )
 from interp.training.loop import ProgressEvent, ensemble_key, train_ensemble
 
-SPEC_KEYS = {"preset", "fixed", "grid", "seeds", "name"}
+SPEC_KEYS = {"preset", "fixed", "grid", "points", "seeds", "name"}
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 NOT_SWEPT = {"run_name", "device"}  # set by the sweep itself / the command line
 
@@ -100,6 +103,7 @@ class SweepSpec:
     preset: Optional[str] = None
     fixed: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list[Any]] = field(default_factory=dict)
+    points: list[dict[str, Any]] = field(default_factory=list)
     name: str = "sweep"
 
     @classmethod
@@ -111,7 +115,11 @@ class SweepSpec:
         if "seeds" in d:
             seeds = d["seeds"]
             grid["seed"] = list(range(seeds)) if isinstance(seeds, int) else parse_axis("seed", seeds)
-        spec = cls(preset=d.get("preset"), fixed=dict(d.get("fixed", {})), grid=grid, name=str(d.get("name", "sweep")))
+        points = d.get("points", [])
+        if not isinstance(points, list) or not all(isinstance(q, dict) and q for q in points):
+            raise InterpError(f"{source}: points must be a list of non-empty tables of fields")
+        spec = cls(preset=d.get("preset"), fixed=dict(d.get("fixed", {})), grid=grid, points=[dict(q) for q in points],
+                   name=str(d.get("name", "sweep")))
         spec.check(source)
         return spec
 
@@ -130,16 +138,17 @@ class SweepSpec:
         """Unknown fields, empty axes, a field both fixed and swept, invalid values: one-line errors."""
         if self.preset is not None and self.preset not in PRESETS:
             raise InterpError(f"{source}: unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
-        for where, keys in (("fixed", self.fixed), ("grid", self.grid)):
+        linked = {k for q in self.points for k in q}
+        for where, keys in (("fixed", self.fixed), ("grid", self.grid), ("points", linked)):
             for k in keys:
                 if k not in FIELD_TYPES:
                     raise InterpError(f"{source}: [{where}] has unknown field {k!r}")
                 if k in NOT_SWEPT:
                     raise InterpError(f"{source}: [{where}] may not set {k!r} (the sweep names its runs; "
                                       "the device is a command-line option)")
-        both = set(self.fixed) & set(self.grid)
+        both = (set(self.fixed) & (set(self.grid) | linked)) | (set(self.grid) & linked)
         if both:
-            raise InterpError(f"{source}: {', '.join(sorted(both))} both fixed and swept")
+            raise InterpError(f"{source}: {', '.join(sorted(both))} set in more than one of fixed, grid and points")
         for k, v in self.grid.items():
             if not v:
                 raise InterpError(f"{source}: grid axis {k} is empty")
@@ -148,14 +157,20 @@ class SweepSpec:
         for cfg in self.configs():  # every run's config validated when built (names the bad field)
             cfg.validate()
 
-    def points(self) -> list[dict[str, Any]]:
+    @property
+    def axes(self) -> list[str]:
+        """The fields that vary between runs (grid axes, then fields of linked points)."""
+        return list(self.grid) + [k for k in dict.fromkeys(k for q in self.points for k in q) if k not in self.grid]
+
+    def grid_points(self) -> list[dict[str, Any]]:
         axes = list(self.grid)
-        return [dict(zip(axes, values)) for values in itertools.product(*(self.grid[a] for a in axes))]
+        grid = [dict(zip(axes, values)) for values in itertools.product(*(self.grid[a] for a in axes))]
+        return [{**q, **g} for q in (self.points or [{}]) for g in grid]
 
     def configs(self, device: str = "cpu") -> list[TrainConfig]:
         """One TrainConfig per grid point, named ``r<index>`` plus its axis values."""
         out = []
-        for i, point in enumerate(self.points()):
+        for i, point in enumerate(self.grid_points()):
             name = "_".join([f"r{i:04d}"] + [f"{k}={_short(v)}" for k, v in point.items()])
             fields_ = {**self.fixed, **point, "run_name": name[:100], "device": device}
             try:
@@ -165,7 +180,8 @@ class SweepSpec:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"preset": self.preset, "fixed": self.fixed, "grid": self.grid, "name": self.name}
+        d = {"preset": self.preset, "fixed": self.fixed, "grid": self.grid, "name": self.name}
+        return {**d, "points": self.points} if self.points else d
 
     def spec_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -304,7 +320,7 @@ def write_index(spec: SweepSpec, out: Path, cfgs: Optional[Sequence[TrainConfig]
     import pandas as pd
 
     cfgs = cfgs if cfgs is not None else spec.configs()
-    axes = list(spec.grid)
+    axes = spec.axes
     rows = [run_row(c, p, axes) for c, p in zip(cfgs, sweep_runs(out, cfgs))]
     df = pd.DataFrame(rows)
     for c in INDEX_COLUMNS:
