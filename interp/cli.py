@@ -364,7 +364,13 @@ def _register_compare(subparsers) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from interp.viz.report import file_size, write_comparison_report, write_report
 
-    if len(args.runs) == 1:
+    from interp.training.sweep import is_sweep
+
+    if len(args.runs) == 1 and is_sweep(args.runs[0]):
+        from interp.viz.sweep import write_sweep_report
+
+        out = write_sweep_report(args.runs[0], args.output)
+    elif len(args.runs) == 1:
         from interp.analysis.compare import parse_spec
 
         path, when = parse_spec(args.runs[0])

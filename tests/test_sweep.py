@@ -106,6 +106,10 @@ def test_sweep_cli_index_info_and_member_runs(tmp_path):
     law = run_cli("law", str(out))
     if index["T_grok"].notna().sum() >= 3:
         assert law.returncode == 0 and "grokked" in law.stdout and (out / "law.json").exists()
+    rep = run_cli("report", str(out))  # the sweep report: figures, fits (or why not), the runs
+    assert rep.returncode == 0, rep.stderr
+    page = (out / "report.html").read_text()
+    assert all(name in page for name in index["run"]) and "against weight_decay" in page and "drawFigure" in page
     # no weight decay, 30 epochs: nothing groks, so nothing to fit
     flat = tmp_path / "flat"
     r = run_cli("sweep", *tiny_flags("epochs"), "--set", "epochs=30", "--set", "weight_decay=0", "--grid", "seed=0:2",
