@@ -39,49 +39,92 @@ def main() -> None:
     args = ap.parse_args()
 
     alphas = [round(float(a), 6) for a in 10 ** np.linspace(-1, 1, args.points)]
-    spec = SweepSpec.from_dict({
-        "preset": args.size, "seeds": args.seeds, "name": "lu_curves",
-        "fixed": {"weight_decay": 0.0, "constant_norm": True, "epochs": args.epochs, "stop_after_grok": None,
-                  "eval_every": 10, "checkpoint_every": 1000},
-        "grid": {"init_scale": alphas},
-    })
+    spec = SweepSpec.from_dict(
+        {
+            "preset": args.size,
+            "seeds": args.seeds,
+            "name": "lu_curves",
+            "fixed": {
+                "weight_decay": 0.0,
+                "constant_norm": True,
+                "epochs": args.epochs,
+                "stop_after_grok": None,
+                "eval_every": 10,
+                "checkpoint_every": 1000,
+            },
+            "grid": {"init_scale": alphas},
+        }
+    )
     t0 = time.time()
     index = run_sweep(spec, args.sweep_dir, resume=Path(args.sweep_dir, "sweep.json").exists())
     wall = time.time() - t0
     rows = []
     for _, r in index.iterrows():
         m = Run.open(Path(args.sweep_dir) / SWEEP_RUNS_DIR / r["run"]).metrics()
-        rows.append({"alpha": r["init_scale"], "seed": r["seed"], "best_train_loss": m["train_loss"].min(),
-                     "best_test_loss": m["test_loss"].min(), "final_train_acc": m["train_acc"].iloc[-1],
-                     "final_test_acc": m["test_acc"].dropna().iloc[-1], "T_grok": r["T_grok"]})
+        rows.append(
+            {
+                "alpha": r["init_scale"],
+                "seed": r["seed"],
+                "best_train_loss": m["train_loss"].min(),
+                "best_test_loss": m["test_loss"].min(),
+                "final_train_acc": m["train_acc"].iloc[-1],
+                "final_test_acc": m["test_acc"].dropna().iloc[-1],
+                "T_grok": r["T_grok"],
+            }
+        )
     curve = lu_curves(pd.DataFrame(rows).drop(columns=["seed", "T_grok"]))
     shape = lu_shape(curve)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"spec": spec.to_dict(), "curve": curve.to_dict(orient="records"), "shape": shape,
-              "wall_seconds": round(wall, 1)}
+    result = {
+        "spec": spec.to_dict(),
+        "curve": curve.to_dict(orient="records"),
+        "shape": shape,
+        "wall_seconds": round(wall, 1),
+    }
     (out / "lu_curves.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["# LU curves on the transformer (Omnigrok, REFERENCE §4)", "",
-             f"`python analyses/lu_curves.py --size {args.size} --points {args.points} --epochs {args.epochs} "
-             f"--seeds {args.seeds}`: fixed-norm AdamW (wd 0), {args.epochs} epochs per alpha, "
-             f"{len(index)} runs in {wall / 60:.1f} min on this machine.", "",
-             "| alpha | best train loss | best test loss | final train acc | final test acc |", "|---|---|---|---|---|"]
-    lines += [f"| {r.alpha:.3g} | {r.best_train_loss:.3e} | {r.best_test_loss:.3e} | {r.final_train_acc:.3f} | "
-              f"{r.final_test_acc:.3f} |" for r in curve.itertuples()]
-    lines += ["", "| claim (paper) | ours |", "|---|---|",
-              f"| train loss L-shaped: falls, then flat | falls: {shape['train_falls']}, flat after its minimum "
-              f"(alpha {shape['alpha_best_train']:.3g}): {shape['train_flat_after_minimum']} |",
-              f"| test loss U-shaped: interior minimum | interior: {shape['test_minimum_interior']}, at alpha "
-              f"{shape['alpha_best_test']:.3g} |"]
+    lines = [
+        "# LU curves on the transformer (Omnigrok, REFERENCE §4)",
+        "",
+        f"`python analyses/lu_curves.py --size {args.size} --points {args.points} --epochs {args.epochs} "
+        f"--seeds {args.seeds}`: fixed-norm AdamW (wd 0), {args.epochs} epochs per alpha, "
+        f"{len(index)} runs in {wall / 60:.1f} min on this machine.",
+        "",
+        "| alpha | best train loss | best test loss | final train acc | final test acc |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.alpha:.3g} | {r.best_train_loss:.3e} | {r.best_test_loss:.3e} | {r.final_train_acc:.3f} | "
+        f"{r.final_test_acc:.3f} |"
+        for r in curve.itertuples()
+    ]
+    lines += [
+        "",
+        "| claim (paper) | ours |",
+        "|---|---|",
+        f"| train loss L-shaped: falls, then flat | falls: {shape['train_falls']}, flat after its minimum "
+        f"(alpha {shape['alpha_best_train']:.3g}): {shape['train_flat_after_minimum']} |",
+        f"| test loss U-shaped: interior minimum | interior: {shape['test_minimum_interior']}, at alpha "
+        f"{shape['alpha_best_test']:.3g} |",
+    ]
     (out / "lu_curves.md").write_text("\n".join(lines) + "\n")
     try:
         import plotly.graph_objects as go
 
-        fig = go.Figure([go.Scatter(x=curve["alpha"], y=curve["best_train_loss"], name="best train loss"),
-                         go.Scatter(x=curve["alpha"], y=curve["best_test_loss"], name="best test loss")])
-        fig.update_layout(title="LU curves: fixed-norm training (Omnigrok)", xaxis_type="log", yaxis_type="log",
-                          xaxis_title="alpha = w / w0", yaxis_title="loss")
+        fig = go.Figure(
+            [
+                go.Scatter(x=curve["alpha"], y=curve["best_train_loss"], name="best train loss"),
+                go.Scatter(x=curve["alpha"], y=curve["best_test_loss"], name="best test loss"),
+            ]
+        )
+        fig.update_layout(
+            title="LU curves: fixed-norm training (Omnigrok)",
+            xaxis_type="log",
+            yaxis_type="log",
+            xaxis_title="alpha = w / w0",
+            yaxis_title="loss",
+        )
         fig.write_html(out / "lu_curves.html", include_plotlyjs="cdn")
     except ImportError:
         pass

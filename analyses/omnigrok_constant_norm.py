@@ -39,11 +39,17 @@ def main() -> None:
 
     # two linked points: (wd 1, free norm) and (wd 0, norm held at alpha w0)
     common = {"epochs": args.epochs, "stop_after_grok": 500, "eval_every": 10, "checkpoint_every": 500}
-    spec = SweepSpec.from_dict({
-        "preset": "canonical", "name": "omnigrok_constant_norm", "fixed": common,
-        "points": [{"constant_norm": False, "weight_decay": 1.0, "init_scale": 1.0},
-                   {"constant_norm": True, "weight_decay": 0.0, "init_scale": args.alpha}],
-    })
+    spec = SweepSpec.from_dict(
+        {
+            "preset": "canonical",
+            "name": "omnigrok_constant_norm",
+            "fixed": common,
+            "points": [
+                {"constant_norm": False, "weight_decay": 1.0, "init_scale": 1.0},
+                {"constant_norm": True, "weight_decay": 0.0, "init_scale": args.alpha},
+            ],
+        }
+    )
     cfgs = spec.configs()
     t0 = time.time()
     index = run_sweep(spec, args.sweep_dir, resume=Path(args.sweep_dir, "sweep.json").exists())
@@ -59,41 +65,67 @@ def main() -> None:
         traj[name] = tr
         t_mem, t_grok = r["T_mem"], r["T_grok"]
         gap = None if t_mem != t_mem or t_grok != t_grok else float(t_grok - t_mem)  # NaN-safe
-        res[name] = {"T_mem": None if t_mem != t_mem else int(t_mem), "T_grok": None if t_grok != t_grok else int(t_grok),
-                     "gap": gap, "norm_init": float(tr["norm"].iloc[0]), "norm_max": float(tr["norm"].max()),
-                     "norm_final": float(tr["norm"].iloc[-1]), "epochs_trained": int(m["epoch"].iloc[-1]),
-                     "final_test_acc": float(m["test_acc"].dropna().iloc[-1]), "weight_decay": c.weight_decay,
-                     "init_scale": c.init_scale}
+        res[name] = {
+            "T_mem": None if t_mem != t_mem else int(t_mem),
+            "T_grok": None if t_grok != t_grok else int(t_grok),
+            "gap": gap,
+            "norm_init": float(tr["norm"].iloc[0]),
+            "norm_max": float(tr["norm"].max()),
+            "norm_final": float(tr["norm"].iloc[-1]),
+            "epochs_trained": int(m["epoch"].iloc[-1]),
+            "final_test_acc": float(m["test_acc"].dropna().iloc[-1]),
+            "weight_decay": c.weight_decay,
+            "init_scale": c.init_scale,
+        }
     b, k = res["baseline"], res["constant_norm"]
     ratio = (b["gap"] / max(k["gap"], 1.0)) if b["gap"] is not None and k["gap"] is not None else None
-    result = {"runs": res, "gap_ratio": ratio, "wall_seconds": round(wall, 1), "epochs": args.epochs, "alpha": args.alpha}
+    result = {
+        "runs": res,
+        "gap_ratio": ratio,
+        "wall_seconds": round(wall, 1),
+        "epochs": args.epochs,
+        "alpha": args.alpha,
+    }
     (out / "omnigrok_constant_norm.json").write_text(json.dumps(result, indent=2) + "\n")
 
     def fmt(v):
         return "not reached" if v is None else (f"{v:,.0f}" if isinstance(v, (int, float)) else str(v))
 
-    lines = ["# Constant-norm training removes the grokking delay (Omnigrok, REFERENCE §4)", "",
-             f"`python analyses/omnigrok_constant_norm.py --epochs {args.epochs} --alpha {args.alpha}`: canonical "
-             f"model and data, both runs as one ensemble, {wall / 60:.1f} min on this machine.", "",
-             "| run | T_mem | T_grok | gap | norm: init / max / final | final test acc |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# Constant-norm training removes the grokking delay (Omnigrok, REFERENCE §4)",
+        "",
+        f"`python analyses/omnigrok_constant_norm.py --epochs {args.epochs} --alpha {args.alpha}`: canonical "
+        f"model and data, both runs as one ensemble, {wall / 60:.1f} min on this machine.",
+        "",
+        "| run | T_mem | T_grok | gap | norm: init / max / final | final test acc |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in res.items():
-        lines.append(f"| {name} (wd {r['weight_decay']}, alpha {r['init_scale']}) | {fmt(r['T_mem'])} | "
-                     f"{fmt(r['T_grok'])} | {fmt(r['gap'])} | {r['norm_init']:.1f} / {r['norm_max']:.1f} / "
-                     f"{r['norm_final']:.1f} | {r['final_test_acc']:.4f} |")
-    lines += ["", "| claim (paper) | ours |", "|---|---|",
-              f"| baseline norm rises while memorising, then falls below its start | max {b['norm_max']:.1f} vs init "
-              f"{b['norm_init']:.1f}; final {b['norm_final']:.1f} ({'below' if b['norm_final'] < b['norm_init'] else 'not below'} the start) |",
-              f"| constant norm: train and test rise together (gap of thousands of steps gone) | gap {fmt(k['gap'])} vs "
-              f"baseline {fmt(b['gap'])}" + (f": {ratio:.1f}x smaller |" if ratio else " |"),
-              "", "Differences from the paper's notebook: float32 weights with a float64 loss (theirs: float64 "
-              "throughout); test metrics every 10 epochs, so T_grok is known to 10 epochs."]
+        lines.append(
+            f"| {name} (wd {r['weight_decay']}, alpha {r['init_scale']}) | {fmt(r['T_mem'])} | "
+            f"{fmt(r['T_grok'])} | {fmt(r['gap'])} | {r['norm_init']:.1f} / {r['norm_max']:.1f} / "
+            f"{r['norm_final']:.1f} | {r['final_test_acc']:.4f} |"
+        )
+    lines += [
+        "",
+        "| claim (paper) | ours |",
+        "|---|---|",
+        f"| baseline norm rises while memorising, then falls below its start | max {b['norm_max']:.1f} vs init "
+        f"{b['norm_init']:.1f}; final {b['norm_final']:.1f} ({'below' if b['norm_final'] < b['norm_init'] else 'not below'} the start) |",
+        f"| constant norm: train and test rise together (gap of thousands of steps gone) | gap {fmt(k['gap'])} vs "
+        f"baseline {fmt(b['gap'])}" + (f": {ratio:.1f}x smaller |" if ratio else " |"),
+        "",
+        "Differences from the paper's notebook: float32 weights with a float64 loss (theirs: float64 "
+        "throughout); test metrics every 10 epochs, so T_grok is known to 10 epochs.",
+    ]
     (out / "omnigrok_constant_norm.md").write_text("\n".join(lines) + "\n")
     try:
         import plotly.graph_objects as go
 
         fig = go.Figure([go.Scatter(x=t["epoch"], y=t["norm"], name=n) for n, t in traj.items()])
-        fig.update_layout(title="Weight norm ||theta||: baseline vs constant norm", xaxis_title="epoch",
-                          yaxis_title="||theta||")
+        fig.update_layout(
+            title="Weight norm ||theta||: baseline vs constant norm", xaxis_title="epoch", yaxis_title="||theta||"
+        )
         fig.write_html(out / "omnigrok_constant_norm.html", include_plotlyjs="cdn")
     except ImportError:
         pass

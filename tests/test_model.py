@@ -6,11 +6,23 @@ from interp.model import Transformer, all_logits, last_position_logits
 from interp.model.fast import EqTables, _MixedTableRows, eq_logits, eq_pattern, stack_params
 from interp.tasks import all_pairs
 
-STANDARD_HOOKS = {"hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre", "blocks.0.attn.hook_q",
-                  "blocks.0.attn.hook_k", "blocks.0.attn.hook_v", "blocks.0.attn.hook_attn_scores",
-                  "blocks.0.attn.hook_pattern", "blocks.0.attn.hook_z", "blocks.0.hook_attn_out",
-                  "blocks.0.hook_resid_mid", "blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post",
-                  "blocks.0.hook_mlp_out", "blocks.0.hook_resid_post"}
+STANDARD_HOOKS = {
+    "hook_embed",
+    "hook_pos_embed",
+    "blocks.0.hook_resid_pre",
+    "blocks.0.attn.hook_q",
+    "blocks.0.attn.hook_k",
+    "blocks.0.attn.hook_v",
+    "blocks.0.attn.hook_attn_scores",
+    "blocks.0.attn.hook_pattern",
+    "blocks.0.attn.hook_z",
+    "blocks.0.hook_attn_out",
+    "blocks.0.hook_resid_mid",
+    "blocks.0.mlp.hook_pre",
+    "blocks.0.mlp.hook_post",
+    "blocks.0.hook_mlp_out",
+    "blocks.0.hook_resid_post",
+}
 
 
 def canonical_model(seed=0, biases=False):
@@ -85,8 +97,12 @@ def test_mixed_table_rows_gradcheck():
     out1, _ = _MixedTableRows.apply(V, N1, N2, w, rows)
     for r in range(R):
         Tr = torch.bmm(V[r], N1[r])
-        literal = sum(w[r, :, h, 0, None] * Tr[h, a[r]] + w[r, :, h, 1, None] * Tr[h, p + b[r]]
-                      + w[r, :, h, 2, None] * Tr[h, 2 * p] for h in range(H))
+        literal = sum(
+            w[r, :, h, 0, None] * Tr[h, a[r]]
+            + w[r, :, h, 1, None] * Tr[h, p + b[r]]
+            + w[r, :, h, 2, None] * Tr[h, 2 * p]
+            for h in range(H)
+        )
         assert (out1[r] - literal).abs().max() < 1e-12
 
 
@@ -126,8 +142,16 @@ def test_hooks_and_weight_layout():
     assert cache["blocks.0.mlp.hook_post"].shape == (49, 3, 20)
     assert torch.allclose(cache["blocks.0.attn.hook_pattern"].sum(-1), torch.ones(49, 3, 3))
     assert cache["blocks.0.attn.hook_pattern"][:, :, 0, 1:].abs().max() == 0  # causal
-    shapes = {"W_E": (8, 12), "W_pos": (3, 12), "W_Q": (3, 12, 4), "W_O": (3, 4, 12), "W_in": (12, 20),
-              "W_out": (20, 12), "W_U": (12, 7), "W_L": (20, 7)}
+    shapes = {
+        "W_E": (8, 12),
+        "W_pos": (3, 12),
+        "W_Q": (3, 12, 4),
+        "W_O": (3, 4, 12),
+        "W_in": (12, 20),
+        "W_out": (20, 12),
+        "W_U": (12, 7),
+        "W_L": (20, 7),
+    }
     for k, s in shapes.items():
         assert tuple(getattr(m, k).shape) == s, k
 

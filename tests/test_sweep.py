@@ -17,8 +17,18 @@ from interp.errors import InterpError
 from interp.store import Run, load_tensors
 from interp.training.sweep import SweepSpec, plan, read_index, run_sweep
 
-TINY = dict(p=13, frac_train=0.5, d_model=16, n_heads=2, d_head=8, d_mlp=32, epochs=60, checkpoint_every=20,
-            log_checkpoints_until=4, lr=3e-3)
+TINY = dict(
+    p=13,
+    frac_train=0.5,
+    d_model=16,
+    n_heads=2,
+    d_head=8,
+    d_mlp=32,
+    epochs=60,
+    checkpoint_every=20,
+    log_checkpoints_until=4,
+    lr=3e-3,
+)
 
 
 def tiny_flags(*exclude: str) -> list[str]:
@@ -46,14 +56,20 @@ def _same_runs(a: Path, b: Path) -> None:
 
 
 def test_spec_grid_and_names():
-    spec = SweepSpec.from_dict({"preset": "quick", "seeds": 3, "fixed": {"epochs": 10},
-                                "grid": {"weight_decay": "0.3,1", "lr": [1e-3]}})
+    spec = SweepSpec.from_dict(
+        {"preset": "quick", "seeds": 3, "fixed": {"epochs": 10}, "grid": {"weight_decay": "0.3,1", "lr": [1e-3]}}
+    )
     cfgs = spec.configs()
     assert len(cfgs) == 6 and {c.seed for c in cfgs} == {0, 1, 2} and {c.weight_decay for c in cfgs} == {0.3, 1.0}
     assert all(c.p == 31 and c.epochs == 10 for c in cfgs)  # the preset, then fixed fields
     assert len({c.run_name for c in cfgs}) == 6
-    linked = SweepSpec.from_dict({"preset": "quick", "grid": {"seed": [0, 1]},
-                                  "points": [{"weight_decay": 1.0}, {"weight_decay": 0.0, "constant_norm": True}]})
+    linked = SweepSpec.from_dict(
+        {
+            "preset": "quick",
+            "grid": {"seed": [0, 1]},
+            "points": [{"weight_decay": 1.0}, {"weight_decay": 0.0, "constant_norm": True}],
+        }
+    )
     got = {(c.seed, c.weight_decay, c.constant_norm) for c in linked.configs()}
     assert got == {(0, 1.0, False), (1, 1.0, False), (0, 0.0, True), (1, 0.0, True)}
     assert linked.axes == ["seed", "weight_decay", "constant_norm"]
@@ -61,14 +77,17 @@ def test_spec_grid_and_names():
         SweepSpec.from_dict({"grid": {"seed": [0]}, "points": [{"seed": 1}]})
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"grid": {"wieght_decay": [1]}}, "unknown field 'wieght_decay'"),
-    ({"grid": {"weight_decay": []}}, "grid axis weight_decay is empty"),
-    ({"grid": {"lr": [-1.0]}}, "lr"),
-    ({"fixed": {"task": "mul", "p": 12}, "grid": {"seed": [0, 1]}}, "prime"),
-    ({"grid": {"seed": [0]}, "colour": 1}, "unknown key"),
-    ({"preset": "huge", "grid": {"seed": [0]}}, "unknown preset"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"grid": {"wieght_decay": [1]}}, "unknown field 'wieght_decay'"),
+        ({"grid": {"weight_decay": []}}, "grid axis weight_decay is empty"),
+        ({"grid": {"lr": [-1.0]}}, "lr"),
+        ({"fixed": {"task": "mul", "p": 12}, "grid": {"seed": [0, 1]}}, "prime"),
+        ({"grid": {"seed": [0]}, "colour": 1}, "unknown key"),
+        ({"preset": "huge", "grid": {"seed": [0]}}, "unknown preset"),
+    ],
+)
 def test_bad_specs_are_one_line_errors(raw, message):
     with pytest.raises(InterpError, match=message):
         SweepSpec.from_dict(raw)
@@ -89,7 +108,9 @@ def test_plan_groups_by_shape_and_sizes_to_memory():
 
 def test_sweep_cli_index_info_and_member_runs(tmp_path):
     out = tmp_path / "sw"
-    r = run_cli("sweep", *TINY_FLAGS, "--grid", "weight_decay=0.5,1", "--seeds", "2", "--out", str(out), "--no-progress")
+    r = run_cli(
+        "sweep", *TINY_FLAGS, "--grid", "weight_decay=0.5,1", "--seeds", "2", "--out", str(out), "--no-progress"
+    )
     assert r.returncode == 0, r.stderr
     index = pd.read_csv(out / "index.csv")
     assert len(index) == 4 and (index["status"] == "done").all()
@@ -112,14 +133,27 @@ def test_sweep_cli_index_info_and_member_runs(tmp_path):
     assert all(name in page for name in index["run"]) and "against weight_decay" in page and "drawFigure" in page
     # no weight decay, 30 epochs: nothing groks, so nothing to fit
     flat = tmp_path / "flat"
-    r = run_cli("sweep", *tiny_flags("epochs"), "--set", "epochs=30", "--set", "weight_decay=0", "--grid", "seed=0:2",
-                "--out", str(flat), "--no-progress")
+    r = run_cli(
+        "sweep",
+        *tiny_flags("epochs"),
+        "--set",
+        "epochs=30",
+        "--set",
+        "weight_decay=0",
+        "--grid",
+        "seed=0:2",
+        "--out",
+        str(flat),
+        "--no-progress",
+    )
     assert r.returncode == 0, r.stderr
     law = run_cli("law", str(flat))
     assert law.returncode == 2 and "no run grokked" in law.stderr and len(law.stderr.strip().splitlines()) == 1
     # the same sweep again: nothing to do, nothing changed
     before = (out / "index.csv").read_bytes()
-    again = run_cli("sweep", *TINY_FLAGS, "--grid", "weight_decay=0.5,1", "--seeds", "2", "--out", str(out), "--no-progress")
+    again = run_cli(
+        "sweep", *TINY_FLAGS, "--grid", "weight_decay=0.5,1", "--seeds", "2", "--out", str(out), "--no-progress"
+    )
     assert again.returncode == 0 and (out / "index.csv").read_bytes() == before
 
 
@@ -135,8 +169,12 @@ def test_sweep_cli_bad_input_changes_nothing(tmp_path):
         ["--set", "task=mul", "--set", "p=12", "--grid", "seed=0:2"],  # non-prime p for mul
     ]
     for extra in cases:
-        r = run_cli("sweep", *(tiny_flags("p") if "p=12" in extra else TINY_FLAGS), *extra, "--out", str(tmp_path / "new"))
-        assert r.returncode == 2 and r.stderr.startswith("interp: error:") and len(r.stderr.strip().splitlines()) == 1, (extra, r.stderr)
+        r = run_cli(
+            "sweep", *(tiny_flags("p") if "p=12" in extra else TINY_FLAGS), *extra, "--out", str(tmp_path / "new")
+        )
+        assert (
+            r.returncode == 2 and r.stderr.startswith("interp: error:") and len(r.stderr.strip().splitlines()) == 1
+        ), (extra, r.stderr)
         assert not (tmp_path / "new").exists()
     other = run_cli("sweep", *TINY_FLAGS, "--grid", "seed=0:3", "--out", str(out))  # another sweep in the directory
     assert other.returncode == 2 and "holds another sweep" in other.stderr
@@ -150,8 +188,18 @@ def test_sweep_cli_bad_input_changes_nothing(tmp_path):
 
 def test_sigkilled_sweep_resumes_to_identical_runs(tmp_path):
     """SIGKILL an in-process sweep at random moments, resume each time: the runs equal an uninterrupted sweep's."""
-    flags = [*tiny_flags("frac_train", "epochs"), "--set", "epochs=400", "--grid", "weight_decay=0.5,1",
-             "--grid", "frac_train=0.4,0.6", "--max-members", "2", "--no-progress"]
+    flags = [
+        *tiny_flags("frac_train", "epochs"),
+        "--set",
+        "epochs=400",
+        "--grid",
+        "weight_decay=0.5,1",
+        "--grid",
+        "frac_train=0.4,0.6",
+        "--max-members",
+        "2",
+        "--no-progress",
+    ]
     ref = tmp_path / "ref"
     assert run_cli("sweep", *flags, "--out", str(ref)).returncode == 0
     killed = tmp_path / "killed"
@@ -183,8 +231,11 @@ def test_ray_executor_retries_a_killed_worker_and_equals_in_process(tmp_path):
 
         out = tmp_path / "ray"
         result = {}
-        t = threading.Thread(target=lambda: result.update(
-            index=run_sweep(spec, out, executor="ray", max_members=2, progress=False, threads=1)))
+        t = threading.Thread(
+            target=lambda: result.update(
+                index=run_sweep(spec, out, executor="ray", max_members=2, progress=False, threads=1)
+            )
+        )
         t.start()
         killed = None
         deadline = time.time() + 120

@@ -30,8 +30,13 @@ def test_escape_epoch_is_the_first_step_near_the_final_norm():
 
 def test_lu_curves_shape():
     alpha = 10 ** np.linspace(-1, 1, 11)
-    runs = pd.DataFrame({"alpha": np.repeat(alpha, 2), "best_train_loss": np.repeat(np.where(alpha < 0.5, 3.0, 1e-4), 2),
-                         "best_test_loss": np.repeat((np.log10(alpha) - 0.1) ** 2 + 0.01, 2)})
+    runs = pd.DataFrame(
+        {
+            "alpha": np.repeat(alpha, 2),
+            "best_train_loss": np.repeat(np.where(alpha < 0.5, 3.0, 1e-4), 2),
+            "best_test_loss": np.repeat((np.log10(alpha) - 0.1) ** 2 + 0.01, 2),
+        }
+    )
     curve = lu_curves(runs)
     assert len(curve) == 11
     shape = lu_shape(curve)
@@ -45,8 +50,17 @@ def _sweep_index(seed=0):
     for lam in (0.1, 0.3, 0.5, 1.0):
         for s in range(4):
             t_mem = 800 + rng.integers(-50, 50)
-            rows.append(dict(run=f"wd{lam}_s{s}", lr=1e-3, weight_decay=lam, T_mem=t_mem,
-                             T_grok=1182 / lam + 884 + rng.normal(0, 30), V_mem=3000.0, V_final=3000 * math.exp(-lam)))
+            rows.append(
+                dict(
+                    run=f"wd{lam}_s{s}",
+                    lr=1e-3,
+                    weight_decay=lam,
+                    T_mem=t_mem,
+                    T_grok=1182 / lam + 884 + rng.normal(0, 30),
+                    V_mem=3000.0,
+                    V_final=3000 * math.exp(-lam),
+                )
+            )
     rows.append(dict(run="wd0.01", lr=1e-3, weight_decay=0.01, T_mem=800, T_grok=None, V_mem=3000.0, V_final=2990.0))
     rows.append(dict(run="wd5", lr=1e-3, weight_decay=5.0, T_mem=None, T_grok=None, V_mem=None, V_final=10.0))
     return pd.DataFrame(rows)

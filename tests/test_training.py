@@ -73,15 +73,31 @@ def test_project_norm_rescales_active_members_only():
 
 
 def _p31(**kw):
-    base = dict(run_name="m", p=31, frac_train=0.5, d_model=32, n_heads=2, d_head=16, d_mlp=64, epochs=300,
-                checkpoint_every=50, log_checkpoints_until=4, lr=3e-3, weight_decay=1.0)
+    base = dict(
+        run_name="m",
+        p=31,
+        frac_train=0.5,
+        d_model=32,
+        n_heads=2,
+        d_head=16,
+        d_mlp=64,
+        epochs=300,
+        checkpoint_every=50,
+        log_checkpoints_until=4,
+        lr=3e-3,
+        weight_decay=1.0,
+    )
     return tiny_config(**{**base, **kw})
 
 
 def test_ensemble_members_equal_their_single_runs(tmp_path):
     """Issue 11 acceptance: 4 members differing in lr, weight decay, seed and frac_train, 300 epochs."""
-    cfgs = [_p31(run_name=f"m{i}", **kw) for i, kw in enumerate(
-        [{}, {"lr": 1e-3}, {"weight_decay": 0.3, "seed": 5}, {"frac_train": 0.7, "data_seed": 3}])]
+    cfgs = [
+        _p31(run_name=f"m{i}", **kw)
+        for i, kw in enumerate(
+            [{}, {"lr": 1e-3}, {"weight_decay": 0.3, "seed": 5}, {"frac_train": 0.7, "data_seed": 3}]
+        )
+    ]
     runs = train_ensemble(cfgs, [tmp_path / "ens" / c.run_name for c in cfgs])
     for cfg, run in zip(cfgs, runs):
         single = train(cfg, tmp_path / "single" / cfg.run_name, progress=False)
@@ -98,9 +114,11 @@ def test_ensemble_members_equal_their_single_runs(tmp_path):
 def test_members_stop_when_finished_and_a_member_ahead_waits(tmp_path):
     """Members with other budgets finish on their own; after a crash that left one member ahead,
     the others catch up and every file equals an uninterrupted ensemble's."""
-    cfgs = [_p31(run_name="a", epochs=120, checkpoint_every=20), _p31(run_name="b", epochs=80, checkpoint_every=20,
-                                                                       seed=3),
-            _p31(run_name="c", epochs=120, checkpoint_every=20, frac_train=0.6)]
+    cfgs = [
+        _p31(run_name="a", epochs=120, checkpoint_every=20),
+        _p31(run_name="b", epochs=80, checkpoint_every=20, seed=3),
+        _p31(run_name="c", epochs=120, checkpoint_every=20, frac_train=0.6),
+    ]
     full = train_ensemble(cfgs, [tmp_path / "full" / c.run_name for c in cfgs])
     assert [int(r.metrics()["epoch"].iloc[-1]) for r in full] == [120, 80, 120]
     dirs = [tmp_path / "part" / c.run_name for c in cfgs]
@@ -135,7 +153,8 @@ def test_init_scale_and_constant_norm(tmp_path):
     plain = train(base, tmp_path / "plain", progress=False)
     scaled = train(dataclasses.replace(base, init_scale=0.5), tmp_path / "scaled", progress=False)
     assert math.isclose(scaled.metrics()["sq_total"][0], 0.25 * plain.metrics()["sq_total"][0], rel_tol=1e-6)
-    const = train(dataclasses.replace(base, init_scale=0.8, weight_decay=0.0, constant_norm=True), tmp_path / "c",
-                  progress=False)
+    const = train(
+        dataclasses.replace(base, init_scale=0.8, weight_decay=0.0, constant_norm=True), tmp_path / "c", progress=False
+    )
     sq = const.metrics()["sq_total"].to_numpy()
     assert abs(sq / sq[0] - 1).max() < 1e-5  # ||theta|| held at its initial value every epoch

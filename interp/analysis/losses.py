@@ -11,6 +11,8 @@ of the logits themselves.
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -28,6 +30,25 @@ def correct(logits: Float[Tensor, "N c"], target: Int[Tensor, "N"]) -> torch.Boo
 
 def loss_and_accuracy(logits: Float[Tensor, "N c"], target: Int[Tensor, "N"]) -> tuple[Tensor, Tensor]:
     """Mean cross-entropy (float64 log-softmax) and accuracy, as 0-d float64 tensors (the loss keeps its graph)."""
-    logp = logits.double().log_softmax(-1)
-    loss = -logp.gather(-1, target[:, None]).mean()
-    return loss, correct(logits, target).double().mean()
+    loss, acc = run_loss_and_accuracy(logits[None], target[None])
+    return loss[0], acc[0]
+
+
+def run_loss_and_accuracy(
+    logits: Float[Tensor, "run batch c"], target: Int[Tensor, "run batch"], lengths: Optional[Sequence[int]] = None
+) -> tuple[Float[Tensor, "run"], Float[Tensor, "run"]]:
+    """Per run of an ensemble: mean cross-entropy and accuracy over its first ``lengths[r]`` rows.
+
+    Padded batches are averaged over each run's own rows (one reduction per distinct length), so a
+    padded run's loss is bit-identical to its unpadded one (the trainer relies on it).
+    """
+    nll = cross_entropy(logits, target)
+    right = correct(logits, target).double()
+    if lengths is None:
+        return nll.mean(1), right.mean(1)
+    loss, acc = nll.new_empty(nll.shape[0]), right.new_empty(nll.shape[0])
+    for n in set(lengths):
+        idx = torch.tensor([r for r, m in enumerate(lengths) if m == n], device=nll.device)
+        loss[idx] = nll[idx, :n].mean(1)
+        acc[idx] = right[idx, :n].mean(1)
+    return loss, acc

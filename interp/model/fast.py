@@ -73,8 +73,15 @@ class _MixedTableRows(torch.autograd.Function):
         B = w.shape[1]
         flat_rows, flat_w = rows.reshape(R * B, -1), w.reshape(R * B, -1)
         Vb = V.reshape(R * H, T, E)
-        outs = [F.embedding_bag(flat_rows, torch.bmm(Vb, N.reshape(R * H, E, -1)).reshape(R * H * T, -1),
-                                per_sample_weights=flat_w, mode="sum").view(R, B, -1) for N in (N1, N2)]
+        outs = [
+            F.embedding_bag(
+                flat_rows,
+                torch.bmm(Vb, N.reshape(R * H, E, -1)).reshape(R * H * T, -1),
+                per_sample_weights=flat_w,
+                mode="sum",
+            ).view(R, B, -1)
+            for N in (N1, N2)
+        ]
         ctx.save_for_backward(V, N1, N2, w, rows)
         return outs[0], outs[1]
 
@@ -86,8 +93,9 @@ class _MixedTableRows(torch.autograd.Function):
         g1, g2 = g1.contiguous(), g2.contiguous()
         gV = gN1 = gN2 = gw = None
         if ctx.needs_input_grad[3]:
-            gz = torch.baddbmm(torch.bmm(g1, N1.reshape(R, H * E, -1).transpose(1, 2)),
-                               g2, N2.reshape(R, H * E, -1).transpose(1, 2)).view(R, B, H, 1, E)
+            gz = torch.baddbmm(
+                torch.bmm(g1, N1.reshape(R, H * E, -1).transpose(1, 2)), g2, N2.reshape(R, H * E, -1).transpose(1, 2)
+            ).view(R, B, H, 1, E)
             Vg = V.reshape(R * H * T, E).index_select(0, rows.reshape(-1)).view(R, B, H, S, E)
             gw = (Vg * gz).sum(-1)
         if any(ctx.needs_input_grad[:3]):
@@ -98,12 +106,17 @@ class _MixedTableRows(torch.autograd.Function):
             bag_offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
             batch_index = perm // (H * S)
             w_by_table = w.reshape(-1).index_select(0, perm)
-            g_tables = [F.embedding_bag(batch_index, g.reshape(R * B, -1), offsets=bag_offsets,
-                                        per_sample_weights=w_by_table, mode="sum").view(R * H, T, -1) for g in (g1, g2)]
+            g_tables = [
+                F.embedding_bag(
+                    batch_index, g.reshape(R * B, -1), offsets=bag_offsets, per_sample_weights=w_by_table, mode="sum"
+                ).view(R * H, T, -1)
+                for g in (g1, g2)
+            ]
             N1b, N2b = N1.reshape(R * H, E, -1), N2.reshape(R * H, E, -1)
             if ctx.needs_input_grad[0]:
-                gV = torch.baddbmm(torch.bmm(g_tables[0], N1b.transpose(1, 2)), g_tables[1],
-                                   N2b.transpose(1, 2)).view(R, H, T, E)
+                gV = torch.baddbmm(torch.bmm(g_tables[0], N1b.transpose(1, 2)), g_tables[1], N2b.transpose(1, 2)).view(
+                    R, H, T, E
+                )
             Vt = V.reshape(R * H, T, E).transpose(1, 2)
             gN1 = torch.bmm(Vt, g_tables[0]).view(N1.shape) if ctx.needs_input_grad[1] else None
             gN2 = torch.bmm(Vt, g_tables[1]).view(N2.shape) if ctx.needs_input_grad[2] else None
@@ -182,8 +195,9 @@ def _offsets(R: int, n: int, device) -> Int[Tensor, "run 1"]:
     return (torch.arange(R, device=device) * n)[:, None]
 
 
-def eq_pattern(t: EqTables, cfg: ModelConfig, a: Int[Tensor, "run batch"], b: Int[Tensor, "run batch"]
-               ) -> tuple[Float[Tensor, "run batch head 3"], Int[Tensor, "run batch heads_x3"]]:
+def eq_pattern(
+    t: EqTables, cfg: ModelConfig, a: Int[Tensor, "run batch"], b: Int[Tensor, "run batch"]
+) -> tuple[Float[Tensor, "run batch head 3"], Int[Tensor, "run batch heads_x3"]]:
     """Attention pattern of '=' over positions (a, b, =) per input, and the table rows it mixes."""
     p, H = cfg.p, cfg.n_heads
     R, B = a.shape
@@ -191,9 +205,14 @@ def eq_pattern(t: EqTables, cfg: ModelConfig, a: Int[Tensor, "run batch"], b: In
     s = t.scores
     flat = s.reshape(R * T, H)
     off = _offsets(R, T, a.device)
-    scores = torch.stack([flat.index_select(0, (a + off).reshape(-1)).view(R, B, H),
-                          flat.index_select(0, (b + off + p).reshape(-1)).view(R, B, H),
-                          s[:, 2 * p, None, :].expand(R, B, H)], -1)
+    scores = torch.stack(
+        [
+            flat.index_select(0, (a + off).reshape(-1)).view(R, B, H),
+            flat.index_select(0, (b + off + p).reshape(-1)).view(R, B, H),
+            s[:, 2 * p, None, :].expand(R, B, H),
+        ],
+        -1,
+    )
     # rows into the [R * H * T] tables: run offset R*H*T, head offset T, source row
     head = (torch.arange(H, device=a.device) * T)[None, None, :]
     base = (torch.arange(R, device=a.device) * (H * T))[:, None, None] + head  # [R, 1, H]
@@ -201,8 +220,13 @@ def eq_pattern(t: EqTables, cfg: ModelConfig, a: Int[Tensor, "run batch"], b: In
     return scores.softmax(dim=-1), rows.reshape(R, B, H * 3)
 
 
-def eq_logits(P: Params, cfg: ModelConfig, a: Int[Tensor, "run batch"], b: Int[Tensor, "run batch"],
-              lengths: Optional[Sequence[int]] = None) -> Float[Tensor, "run batch d_vocab_out"]:
+def eq_logits(
+    P: Params,
+    cfg: ModelConfig,
+    a: Int[Tensor, "run batch"],
+    b: Int[Tensor, "run batch"],
+    lengths: Optional[Sequence[int]] = None,
+) -> Float[Tensor, "run batch d_vocab_out"]:
     """Logits at '=' for inputs ``[a, b, =]`` of each run: ``model(tokens)[:, -1]`` per run, differentiable.
 
     ``lengths``: when runs' batches are padded, how many leading rows of each are real (the rest
@@ -229,10 +253,10 @@ def _eq_forward(P: Params, cfg: ModelConfig, a, b, resid: bool = False, lengths=
     # the residual stream after the MLP: constant + mixed values through W_O + MLP output
     with torch.no_grad():
         R, B = a.shape
-        T = t.values.shape[2]
         table = torch.einsum("rhte,rhed->rhtd", t.values, W_O).reshape(-1, cfg.d_model)
-        mixed = F.embedding_bag(rows.reshape(R * B, -1), table, per_sample_weights=pattern.reshape(R * B, -1),
-                                mode="sum").view(R, B, -1)
+        mixed = F.embedding_bag(
+            rows.reshape(R * B, -1), table, per_sample_weights=pattern.reshape(R * B, -1), mode="sum"
+        ).view(R, B, -1)
         res = torch.baddbmm(c + mixed + P[mlp + "b_out"][:, None], post, P[mlp + "W_out"])
     return post, logits, res
 
@@ -251,8 +275,9 @@ class EqActivations:
 
 
 @torch.no_grad()
-def eq_activations(P: Params, cfg: ModelConfig, a: Int[Tensor, "run batch"], b: Int[Tensor, "run batch"],
-                   resid: bool = False) -> EqActivations:
+def eq_activations(
+    P: Params, cfg: ModelConfig, a: Int[Tensor, "run batch"], b: Int[Tensor, "run batch"], resid: bool = False
+) -> EqActivations:
     """MLP activations, logits and optionally the final residual stream at '=' (evaluation)."""
     return EqActivations(*_eq_forward(P, cfg, a, b, resid))
 
@@ -273,5 +298,9 @@ def all_logits(model, chunk: int = 4096) -> Float[Tensor, "pairs d_vocab_out"]:
     """Last-position logits of one model on all p^2 inputs in row-major pair order (pair i = a*p + b)."""
     P = run_params(model)
     a, b = all_pairs(model.cfg.p, model.W_E.device)
-    return torch.cat([eq_logits(P, model.cfg, a[None, i:i + chunk], b[None, i:i + chunk])[0]
-                      for i in range(0, a.shape[0], chunk)])
+    return torch.cat(
+        [
+            eq_logits(P, model.cfg, a[None, i : i + chunk], b[None, i : i + chunk])[0]
+            for i in range(0, a.shape[0], chunk)
+        ]
+    )

@@ -63,8 +63,15 @@ def linear_fit(x, y, n_boot: int = N_BOOTSTRAP, seed: int = 0) -> LinearFit:
         slopes.append(b.slope)
         intercepts.append(b.intercept)
     ci = lambda v: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if v else (math.nan, math.nan)  # noqa: E731
-    return LinearFit(float(res.slope), float(res.intercept), float(res.rvalue**2), float(res.rvalue), len(x),
-                     ci(slopes), ci(intercepts))
+    return LinearFit(
+        float(res.slope),
+        float(res.intercept),
+        float(res.rvalue**2),
+        float(res.rvalue),
+        len(x),
+        ci(slopes),
+        ci(intercepts),
+    )
 
 
 @dataclass
@@ -93,8 +100,9 @@ class DelayLaw:
 REQUIRED = ("run", "lr", "weight_decay", "T_mem", "T_grok", "V_mem", "V_final")
 
 
-def delay_law(index: pd.DataFrame, metrics_of: Optional[Callable[[str], pd.DataFrame]] = None,
-              source: str = "sweep") -> DelayLaw:
+def delay_law(
+    index: pd.DataFrame, metrics_of: Optional[Callable[[str], pd.DataFrame]] = None, source: str = "sweep"
+) -> DelayLaw:
     """Fit the delay law on a sweep index (see the module docstring).
 
     ``metrics_of(run)``: the run's per-epoch metrics, for the empirical escape times (optional).
@@ -106,16 +114,21 @@ def delay_law(index: pd.DataFrame, metrics_of: Optional[Callable[[str], pd.DataF
     df = index.copy()
     memorised = df["T_mem"].notna()
     grokked = memorised & df["T_grok"].notna()
-    law = DelayLaw(len(df), int(grokked.sum()), df.loc[memorised & ~grokked, "run"].tolist(),
-                   df.loc[~memorised, "run"].tolist())
+    law = DelayLaw(
+        len(df), int(grokked.sum()), df.loc[memorised & ~grokked, "run"].tolist(), df.loc[~memorised, "run"].tolist()
+    )
     if not grokked.any():
-        raise InterpError(f"{source}: no run grokked ({len(df)} runs, {int(memorised.sum())} memorised): "
-                          "nothing to fit; train longer or sweep larger weight decay")
+        raise InterpError(
+            f"{source}: no run grokked ({len(df)} runs, {int(memorised.sum())} memorised): "
+            "nothing to fit; train longer or sweep larger weight decay"
+        )
     g = df[grokked]
     no_v = g.loc[g["V_mem"].isna() | g["V_final"].isna(), "run"].tolist()
     if no_v:
-        raise InterpError(f"{source}: {len(no_v)} grokking run(s) have no V_mem / V_final (e.g. {no_v[0]}); "
-                          "they need their metrics (sq_total) to be fitted")
+        raise InterpError(
+            f"{source}: {len(no_v)} grokking run(s) have no V_mem / V_final (e.g. {no_v[0]}); "
+            "they need their metrics (sq_total) to be fitted"
+        )
 
     def fit_axis(name: str, axis: str, other: str):
         vary = g[axis].nunique()
@@ -142,19 +155,31 @@ def delay_law(index: pd.DataFrame, metrics_of: Optional[Callable[[str], pd.DataF
         for _, r in g.iterrows():
             m = metrics_of(r["run"])
             esc = escape_epoch(m["epoch"], m["sq_total"], int(r["T_mem"]))
-            theory = (theory_escape_time(r["V_mem"], r["V_final"], r["lr"], r["weight_decay"])
-                      if r["weight_decay"] > 0 and r["V_mem"] > r["V_final"] else math.nan)
-            rows.append({"run": r["run"], "T_mem": int(r["T_mem"]), "T_grok": int(r["T_grok"]),
-                         "escape": esc, "escape_delay": None if esc is None else esc - int(r["T_mem"]),
-                         "theory_escape_delay": theory})
+            theory = (
+                theory_escape_time(r["V_mem"], r["V_final"], r["lr"], r["weight_decay"])
+                if r["weight_decay"] > 0 and r["V_mem"] > r["V_final"]
+                else math.nan
+            )
+            rows.append(
+                {
+                    "run": r["run"],
+                    "T_mem": int(r["T_mem"]),
+                    "T_grok": int(r["T_grok"]),
+                    "escape": esc,
+                    "escape_delay": None if esc is None else esc - int(r["T_mem"]),
+                    "theory_escape_delay": theory,
+                }
+            )
         law.escape = pd.DataFrame(rows)
     return law
 
 
 def format_law(law: DelayLaw) -> str:
     """The fits as text, beside the paper's numbers (REFERENCE §5)."""
-    lines = [f"runs {law.n_runs}: {law.n_grokked} grokked, {len(law.not_grokked)} memorised without grokking, "
-             f"{len(law.not_memorised)} never memorised"]
+    lines = [
+        f"runs {law.n_runs}: {law.n_grokked} grokked, {len(law.not_grokked)} memorised without grokking, "
+        f"{len(law.not_memorised)} never memorised"
+    ]
     if law.not_grokked:
         lines.append("  not grokked: " + ", ".join(law.not_grokked[:8]) + (" ..." if len(law.not_grokked) > 8 else ""))
 
@@ -162,8 +187,10 @@ def format_law(law: DelayLaw) -> str:
         if fit is None:
             lines.append(f"{label:<34} -  ({law.absent.get(name, 'not fitted')})")
             return
-        lines.append(f"{label:<34} slope {fit.slope:.4g} [{fit.slope_ci[0]:.4g}, {fit.slope_ci[1]:.4g}]  intercept "
-                     f"{fit.intercept:.4g}  R^2 {fit.r2:.3f}  r {fit.pearson_r:.3f}  n {fit.n}   (paper: {paper})")
+        lines.append(
+            f"{label:<34} slope {fit.slope:.4g} [{fit.slope_ci[0]:.4g}, {fit.slope_ci[1]:.4g}]  intercept "
+            f"{fit.intercept:.4g}  R^2 {fit.r2:.3f}  r {fit.pearson_r:.3f}  n {fit.n}   (paper: {paper})"
+        )
 
     show("inv_lambda", f"T_grok vs 1/lambda (lr {law.inv_lambda_lr})", law.inv_lambda, "1182/lambda + 884, R^2 0.971")
     show("inv_eta", f"T_grok vs 1/eta (wd {law.inv_eta_weight_decay})", law.inv_eta, "R^2 0.92")
@@ -171,6 +198,8 @@ def format_law(law: DelayLaw) -> str:
     if law.escape is not None and len(law.escape):
         e = law.escape.dropna(subset=["escape_delay"])
         if len(e):
-            lines.append(f"escape (V <= 1.5 V_final) after T_mem: median {e['escape_delay'].median():.0f} steps; theory "
-                         f"ln(Vmem/Vfin)/(2 eta lambda) median {e['theory_escape_delay'].median():.0f}")
+            lines.append(
+                f"escape (V <= 1.5 V_final) after T_mem: median {e['escape_delay'].median():.0f} steps; theory "
+                f"ln(Vmem/Vfin)/(2 eta lambda) median {e['theory_escape_delay'].median():.0f}"
+            )
     return "\n".join(lines)

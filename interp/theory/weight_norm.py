@@ -49,8 +49,9 @@ def theory_rate(lr: float, weight_decay: float) -> float:
     return 1.0 - 2.0 * lr * weight_decay
 
 
-def contraction_fit(epochs, V, t_mem: int, lr: Optional[float] = None, weight_decay: Optional[float] = None,
-                    end: Optional[int] = None) -> ContractionFit:
+def contraction_fit(
+    epochs, V, t_mem: int, lr: Optional[float] = None, weight_decay: Optional[float] = None, end: Optional[int] = None
+) -> ContractionFit:
     """Least-squares fit of V_t = A exp(k (t - T_mem)) + C on T_mem <= t <= end (A >= 0, k <= 0).
 
     ValueError if fewer than 4 points lie in the window (nothing to fit).
@@ -72,8 +73,9 @@ def contraction_fit(epochs, V, t_mem: int, lr: Optional[float] = None, weight_de
     k0 = -math.log(max(y[0] - C0, 1e-12) / max(y[len(y) // 2] - C0, 1e-12) + 1e-12) / max(t[len(t) // 2], 1.0)
     k0 = min(-1e-8, k0) if np.isfinite(k0) else -1.0 / span
     try:
-        (A, k, C), _ = curve_fit(model, t, y, p0=(A0, k0, C0), bounds=([0.0, -np.inf, -np.inf], [np.inf, 0.0, np.inf]),
-                                 maxfev=20000)
+        (A, k, C), _ = curve_fit(
+            model, t, y, p0=(A0, k0, C0), bounds=([0.0, -np.inf, -np.inf], [np.inf, 0.0, np.inf]), maxfev=20000
+        )
     except RuntimeError:  # no convergence: report the straight line through the ends
         A, k, C = A0, -1.0 / span, C0
     pred = model(t, A, k, C)
@@ -120,5 +122,10 @@ def lu_shape(curve: pd.DataFrame) -> dict:
     i = int(np.nanargmin(te))
     j = int(np.nanargmin(tr))
     flat = bool(np.all(tr[j:] <= 10 * tr[j] + 1e-12)) if j < len(tr) else False
-    return {"alpha_best_test": float(a[i]), "test_minimum_interior": 0 < i < len(a) - 1,
-            "train_falls": bool(tr[0] > tr[j]), "train_flat_after_minimum": flat, "alpha_best_train": float(a[j])}
+    return {
+        "alpha_best_test": float(a[i]),
+        "test_minimum_interior": 0 < i < len(a) - 1,
+        "train_falls": bool(tr[0] > tr[j]),
+        "train_flat_after_minimum": flat,
+        "alpha_best_train": float(a[j]),
+    }

@@ -71,11 +71,15 @@ class EnsembleOptimizer:
         names = self.names
         for (m, lr, step), idx in groups.items():
             if len(idx) == R:  # the whole ensemble: one kernel call over the stacked tensors
-                tensors = [(self.params[n].detach(), self.params[n].grad, self.exp_avg[n], self.exp_avg_sq[n])
-                           for n in names]
+                tensors = [
+                    (self.params[n].detach(), self.params[n].grad, self.exp_avg[n], self.exp_avg_sq[n]) for n in names
+                ]
             else:  # a subset: views of its members' slices
-                tensors = [(self.params[n].detach()[r], self.params[n].grad[r], self.exp_avg[n][r],
-                            self.exp_avg_sq[n][r]) for n in names for r in idx]
+                tensors = [
+                    (self.params[n].detach()[r], self.params[n].grad[r], self.exp_avg[n][r], self.exp_avg_sq[n][r])
+                    for n in names
+                    for r in idx
+                ]
             self._update(m, lr, step + 1, *map(list, zip(*tensors)))
             for r in idx:
                 self.steps[r] = step + 1
@@ -91,8 +95,23 @@ class EnsembleOptimizer:
             return
         steps = [torch.tensor(float(step), device=params[0].device) for _ in params]
         fused = torch._fused_adamw_ if m.kind == "adamw" else torch._fused_adam_
-        fused(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=lr, beta1=m.beta1, beta2=m.beta2,
-              weight_decay=m.weight_decay, eps=EPS, maximize=False, grad_scale=None, found_inf=None)
+        fused(
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            [],
+            steps,
+            amsgrad=False,
+            lr=lr,
+            beta1=m.beta1,
+            beta2=m.beta2,
+            weight_decay=m.weight_decay,
+            eps=EPS,
+            maximize=False,
+            grad_scale=None,
+            found_inf=None,
+        )
 
     def member_state(self, r: int) -> dict[str, Tensor]:
         """Member r's state as ``{step.<name>, exp_avg.<name>, exp_avg_sq.<name>}`` (empty before its first step)."""

@@ -34,9 +34,16 @@ def _last_epoch(run_dir: str) -> int:
         return 0
 
 
-def run_groups(cfg_groups: Sequence[list[dict]], dir_groups: Sequence[list[str]], device: str,
-               address: Optional[str], bar, on_group_done: Callable[[], object], threads: Optional[int],
-               num_cpus: Optional[int] = None) -> None:
+def run_groups(
+    cfg_groups: Sequence[list[dict]],
+    dir_groups: Sequence[list[str]],
+    device: str,
+    address: Optional[str],
+    bar,
+    on_group_done: Callable[[], object],
+    threads: Optional[int],
+    num_cpus: Optional[int] = None,
+) -> None:
     """Run every ensemble as a Ray task; raise InterpError if one still fails after its retries."""
     try:
         import ray
@@ -45,11 +52,17 @@ def run_groups(cfg_groups: Sequence[list[dict]], dir_groups: Sequence[list[str]]
     from interp.training.sweep import train_members
 
     if not ray.is_initialized():
-        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        ray.init(
+            address=address,
+            num_cpus=num_cpus if address is None else None,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     per_task = threads or 1
-    task = ray.remote(num_cpus=per_task, num_gpus=1 if device.startswith("cuda") else 0,
-                      max_retries=MAX_RETRIES)(train_members)
+    task = ray.remote(num_cpus=per_task, num_gpus=1 if device.startswith("cuda") else 0, max_retries=MAX_RETRIES)(
+        train_members
+    )
     pending = {task.remote(cfgs, dirs, per_task): dirs for cfgs, dirs in zip(cfg_groups, dir_groups)}
     all_dirs = [d for dirs in dir_groups for d in dirs]
     seen = 0
@@ -60,11 +73,15 @@ def run_groups(cfg_groups: Sequence[list[dict]], dir_groups: Sequence[list[str]]
             try:
                 ray.get(ref)
             except Exception as e:  # noqa: BLE001 - a task that failed after all retries
-                raise InterpError(f"Ray task for {len(dirs)} run(s) ({Path(dirs[0]).name}, ...) failed after "
-                                  f"{MAX_RETRIES} retries: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+                raise InterpError(
+                    f"Ray task for {len(dirs)} run(s) ({Path(dirs[0]).name}, ...) failed after "
+                    f"{MAX_RETRIES} retries: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                ) from None
             index = on_group_done()
-            bar.bar.set_postfix(runs=f"{int((index['status'] == 'done').sum())}/{len(index)}",
-                                grokked=int(index["T_grok"].notna().sum()))
+            bar.bar.set_postfix(
+                runs=f"{int((index['status'] == 'done').sum())}/{len(index)}",
+                grokked=int(index["T_grok"].notna().sum()),
+            )
         progress = sum(_last_epoch(d) for d in all_dirs)
         bar.bar.update(max(0, progress - seen))
         seen = max(seen, progress)

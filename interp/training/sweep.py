@@ -110,7 +110,9 @@ class SweepSpec:
     def from_dict(cls, d: dict[str, Any], source: str = "spec") -> "SweepSpec":
         unknown = set(d) - SPEC_KEYS
         if unknown:
-            raise InterpError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(SPEC_KEYS))}")
+            raise InterpError(
+                f"{source}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(SPEC_KEYS))}"
+            )
         grid = {k: parse_axis(k, v) for k, v in dict(d.get("grid", {})).items()}
         if "seeds" in d:
             seeds = d["seeds"]
@@ -118,8 +120,13 @@ class SweepSpec:
         points = d.get("points", [])
         if not isinstance(points, list) or not all(isinstance(q, dict) and q for q in points):
             raise InterpError(f"{source}: points must be a list of non-empty tables of fields")
-        spec = cls(preset=d.get("preset"), fixed=dict(d.get("fixed", {})), grid=grid, points=[dict(q) for q in points],
-                   name=str(d.get("name", "sweep")))
+        spec = cls(
+            preset=d.get("preset"),
+            fixed=dict(d.get("fixed", {})),
+            grid=grid,
+            points=[dict(q) for q in points],
+            name=str(d.get("name", "sweep")),
+        )
         spec.check(source)
         return spec
 
@@ -144,8 +151,10 @@ class SweepSpec:
                 if k not in FIELD_TYPES:
                     raise InterpError(f"{source}: [{where}] has unknown field {k!r}")
                 if k in NOT_SWEPT:
-                    raise InterpError(f"{source}: [{where}] may not set {k!r} (the sweep names its runs; "
-                                      "the device is a command-line option)")
+                    raise InterpError(
+                        f"{source}: [{where}] may not set {k!r} (the sweep names its runs; "
+                        "the device is a command-line option)"
+                    )
         both = (set(self.fixed) & (set(self.grid) | linked)) | (set(self.grid) & linked)
         if both:
             raise InterpError(f"{source}: {', '.join(sorted(both))} set in more than one of fixed, grid and points")
@@ -200,8 +209,12 @@ def member_bytes(cfg: TrainConfig) -> int:
     n_test = cfg.p**2 - n_train
     per_pair_train = cfg.d_mlp * 4 + cfg.p * 8 + cfg.n_heads * 3 * 6  # pre/post/grads, logits (+float64)
     per_pair_test = cfg.d_mlp + cfg.p * 3
-    n_params = (cfg.p + 1 + 3) * cfg.d_model + 4 * cfg.n_heads * cfg.d_head * cfg.d_model + 2 * cfg.d_model * cfg.d_mlp \
+    n_params = (
+        (cfg.p + 1 + 3) * cfg.d_model
+        + 4 * cfg.n_heads * cfg.d_head * cfg.d_model
+        + 2 * cfg.d_model * cfg.d_mlp
         + cfg.d_model * cfg.p
+    )
     return 4 * (n_train * per_pair_train + n_test * per_pair_test + 8 * n_params)
 
 
@@ -229,7 +242,7 @@ def plan(cfgs: Sequence[TrainConfig], max_members: int = 64, memory: Optional[in
         size = max(1, min(max_members, budget // max(1, max(member_bytes(cfgs[i]) for i in idx))))
         n_chunks = math.ceil(len(idx) / size)
         per = math.ceil(len(idx) / n_chunks)  # even chunks: no straggler ensemble of one
-        out.extend(idx[k:k + per] for k in range(0, len(idx), per))
+        out.extend(idx[k : k + per] for k in range(0, len(idx), per))
     return out
 
 
@@ -252,8 +265,10 @@ def open_sweep(path: str | os.PathLike) -> tuple[SweepSpec, dict[str, Any]]:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise InterpError(f"{f}: unreadable sweep file ({type(e).__name__})") from None
     if spec.spec_hash() != body.get("spec_hash"):
-        raise InterpError(f"{f}: the spec was edited after the sweep started (hash {spec.spec_hash()} != "
-                          f"{body.get('spec_hash')}); start a new sweep in another directory")
+        raise InterpError(
+            f"{f}: the spec was edited after the sweep started (hash {spec.spec_hash()} != "
+            f"{body.get('spec_hash')}); start a new sweep in another directory"
+        )
     return spec, body
 
 
@@ -266,23 +281,42 @@ def _prepare(spec: SweepSpec, out: Path, resume: bool) -> None:
     if is_sweep(out):
         saved, _ = open_sweep(out)
         if saved.spec_hash() != spec.spec_hash():
-            raise InterpError(f"{out} holds another sweep (spec hash {saved.spec_hash()}, this one {spec.spec_hash()}); "
-                              "choose another --out, or `interp sweep --resume` it with its own spec")
+            raise InterpError(
+                f"{out} holds another sweep (spec hash {saved.spec_hash()}, this one {spec.spec_hash()}); "
+                "choose another --out, or `interp sweep --resume` it with its own spec"
+            )
         return
     if resume:
         raise InterpError(f"{out} is not a sweep directory (no {SWEEP_FILE}); nothing to resume")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InterpError(f"{out} exists and is not an empty directory; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    body = {"format_version": 1, "spec": spec.to_dict(), "spec_hash": spec.spec_hash(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    body = {
+        "format_version": 1,
+        "spec": spec.to_dict(),
+        "spec_hash": spec.spec_hash(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     atomic_write_bytes(out / SWEEP_FILE, (json.dumps(body, indent=2) + "\n").encode())
 
 
 # ---------------------------------------------------------------------------------------------- index
 
-INDEX_COLUMNS = ["run", "status", "epochs_trained", "eval_every", "T_mem", "T_grok", "train_loss", "test_loss",
-                 "train_acc", "test_acc", "V_init", "V_mem", "V_final"]
+INDEX_COLUMNS = [
+    "run",
+    "status",
+    "epochs_trained",
+    "eval_every",
+    "T_mem",
+    "T_grok",
+    "train_loss",
+    "test_loss",
+    "train_acc",
+    "test_acc",
+    "V_init",
+    "V_mem",
+    "V_final",
+]
 
 
 def run_row(cfg: TrainConfig, path: Path, axes: Sequence[str]) -> dict[str, Any]:
@@ -304,14 +338,24 @@ def run_row(cfg: TrainConfig, path: Path, axes: Sequence[str]) -> dict[str, Any]
     last = df.iloc[-1]
     t_mem = phases.first_epoch_reaching(df["epoch"], df["train_acc"])
     t_grok = phases.first_epoch_reaching(df["epoch"], df["test_acc"])
-    final = cfg.epochs if cfg.stop_after_grok is None or t_grok is None else min(cfg.epochs, t_grok + cfg.stop_after_grok)
+    final = (
+        cfg.epochs if cfg.stop_after_grok is None or t_grok is None else min(cfg.epochs, t_grok + cfg.stop_after_grok)
+    )
     tested = df[df["test_acc"].notna()]
     sq = dict(zip(df["epoch"], df["sq_total"]))
-    row.update(status="done" if int(last["epoch"]) >= final else "partial", epochs_trained=int(last["epoch"]),
-               T_mem=t_mem, T_grok=t_grok, train_loss=float(last["train_loss"]), train_acc=float(last["train_acc"]),
-               test_loss=float(tested["test_loss"].iloc[-1]) if len(tested) else None,
-               test_acc=float(tested["test_acc"].iloc[-1]) if len(tested) else None,
-               V_init=float(df["sq_total"].iloc[0]), V_mem=sq.get(t_mem), V_final=float(last["sq_total"]))
+    row.update(
+        status="done" if int(last["epoch"]) >= final else "partial",
+        epochs_trained=int(last["epoch"]),
+        T_mem=t_mem,
+        T_grok=t_grok,
+        train_loss=float(last["train_loss"]),
+        train_acc=float(last["train_acc"]),
+        test_loss=float(tested["test_loss"].iloc[-1]) if len(tested) else None,
+        test_acc=float(tested["test_acc"].iloc[-1]) if len(tested) else None,
+        V_init=float(df["sq_total"].iloc[0]),
+        V_mem=sq.get(t_mem),
+        V_final=float(last["sq_total"]),
+    )
     return row
 
 
@@ -351,8 +395,14 @@ class SweepBar:
         self.n_runs = len(cfgs)
         self.done: set[str] = set()
         self.grokked: set[str] = set()
-        self.bar = tqdm(total=sum(c.epochs for c in cfgs), disable=not enabled, unit="run-ep", dynamic_ncols=True,
-                        desc="sweep", smoothing=0.05)
+        self.bar = tqdm(
+            total=sum(c.epochs for c in cfgs),
+            disable=not enabled,
+            unit="run-ep",
+            dynamic_ncols=True,
+            desc="sweep",
+            smoothing=0.05,
+        )
 
     def handler(self, cfgs: Sequence[TrainConfig]) -> Callable[[ProgressEvent], None]:
         positions: dict[int, int] = {}
@@ -395,8 +445,9 @@ def _resume_flags(dirs: Sequence[Path]) -> list[bool]:
     return flags
 
 
-def train_members(cfg_dicts: list[dict], dirs: list[str], threads: Optional[int] = None,
-                  on_progress: Optional[Callable] = None) -> list[str]:
+def train_members(
+    cfg_dicts: list[dict], dirs: list[str], threads: Optional[int] = None, on_progress: Optional[Callable] = None
+) -> list[str]:
     """Train (or continue) one ensemble; the unit of work of every executor. Returns the run paths."""
     if threads:
         import torch
@@ -408,9 +459,17 @@ def train_members(cfg_dicts: list[dict], dirs: list[str], threads: Optional[int]
     return dirs
 
 
-def run_sweep(spec: SweepSpec, out: str | os.PathLike, resume: bool = False, device: str = "cpu",
-              executor: str = "local", address: Optional[str] = None, max_members: int = 64,
-              progress: bool = True, threads: Optional[int] = None):
+def run_sweep(
+    spec: SweepSpec,
+    out: str | os.PathLike,
+    resume: bool = False,
+    device: str = "cpu",
+    executor: str = "local",
+    address: Optional[str] = None,
+    max_members: int = 64,
+    progress: bool = True,
+    threads: Optional[int] = None,
+):
     """Train every run of ``spec`` into ``out`` (or continue them); returns the index DataFrame."""
     out = Path(out)
     cfgs = spec.configs(device)
@@ -422,14 +481,22 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, resume: bool = False, dev
         if executor == "local":
             for g in groups:
                 members = [cfgs[i] for i in g]
-                train_members([c.to_dict() for c in members], [str(dirs[i]) for i in g], threads,
-                              on_progress=bar.handler(members))
+                train_members(
+                    [c.to_dict() for c in members], [str(dirs[i]) for i in g], threads, on_progress=bar.handler(members)
+                )
                 write_index(spec, out, cfgs)
         elif executor == "ray":
             from interp.training.ray_executor import run_groups
 
-            run_groups([[cfgs[i].to_dict() for i in g] for g in groups], [[str(dirs[i]) for i in g] for g in groups],
-                       device, address, bar, lambda: write_index(spec, out, cfgs), threads)
+            run_groups(
+                [[cfgs[i].to_dict() for i in g] for g in groups],
+                [[str(dirs[i]) for i in g] for g in groups],
+                device,
+                address,
+                bar,
+                lambda: write_index(spec, out, cfgs),
+                threads,
+            )
         else:
             raise InterpError(f"unknown executor {executor!r}; choose local or ray")
     finally:

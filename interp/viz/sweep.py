@@ -33,8 +33,16 @@ def t_grok_figure(index: pd.DataFrame, axis: str) -> go.Figure:
     g = index["T_grok"].notna()
     fig.add_trace(go.Scatter(x=x[g], y=index.loc[g, "T_grok"], mode="markers", name="T_grok", text=index.loc[g, "run"]))
     if (~g).any():
-        fig.add_trace(go.Scatter(x=x[~g], y=[budget] * int((~g).sum()), mode="markers", name="never grokked (at budget)",
-                                 marker={"symbol": "x", "color": "grey"}, text=index.loc[~g, "run"]))
+        fig.add_trace(
+            go.Scatter(
+                x=x[~g],
+                y=[budget] * int((~g).sum()),
+                mode="markers",
+                name="never grokked (at budget)",
+                marker={"symbol": "x", "color": "grey"},
+                text=index.loc[~g, "run"],
+            )
+        )
     numeric = pd.api.types.is_numeric_dtype(x) and (x > 0).all() and x.max() / max(x.min(), 1e-300) > 20
     fig.update_layout(xaxis_title=axis, yaxis_title="epoch", xaxis_type="log" if numeric else None, height=380)
     return fig
@@ -45,8 +53,15 @@ def norm_figure(trajectories: dict[str, pd.DataFrame]) -> go.Figure:
     fig = go.Figure()
     for name, m in trajectories.items():
         i = thin_indices(len(m))
-        fig.add_trace(go.Scatter(x=m["epoch"].to_numpy()[i], y=np.sqrt(m["sq_total"].to_numpy()[i]), name=name,
-                                 mode="lines", line={"width": 1}))
+        fig.add_trace(
+            go.Scatter(
+                x=m["epoch"].to_numpy()[i],
+                y=np.sqrt(m["sq_total"].to_numpy()[i]),
+                name=name,
+                mode="lines",
+                line={"width": 1},
+            )
+        )
     fig.update_layout(xaxis_title="epoch", yaxis_title="||theta||", height=480, showlegend=len(trajectories) <= 20)
     return fig
 
@@ -100,25 +115,61 @@ def write_sweep_report(sweep: str | os.PathLike, out_path: Optional[str | os.Pat
             trajectories[name] = Run.open(runs / name).metrics()[["epoch", "sq_total"]]
         except InterpError:
             continue
-    summary = kv_table([("sweep", str(sweep)), ("spec hash", body["spec_hash"]), ("preset", spec.preset or "-"),
-                        ("fixed", ", ".join(f"{k}={v}" for k, v in spec.fixed.items()) or "-"),
-                        ("axes", ", ".join(axes)), ("runs", len(index)),
-                        ("done", int((index["status"] == "done").sum())), ("grokked", int(index["T_grok"].notna().sum()))])
+    summary = kv_table(
+        [
+            ("sweep", str(sweep)),
+            ("spec hash", body["spec_hash"]),
+            ("preset", spec.preset or "-"),
+            ("fixed", ", ".join(f"{k}={v}" for k, v in spec.fixed.items()) or "-"),
+            ("axes", ", ".join(axes)),
+            ("runs", len(index)),
+            ("done", int((index["status"] == "done").sum())),
+            ("grokked", int(index["T_grok"].notna().sum())),
+        ]
+    )
     sections = [Section("Summary", summary)]
-    sections.append(Section("T_mem and T_grok against each swept hyperparameter", "", [
-        _figure(f"against {a}", "each run's T_mem and T_grok (first epoch with train / test accuracy >= 0.99)",
-                lambda a=a: t_grok_figure(index, a), errors) for a in axes]))
+    sections.append(
+        Section(
+            "T_mem and T_grok against each swept hyperparameter",
+            "",
+            [
+                _figure(
+                    f"against {a}",
+                    "each run's T_mem and T_grok (first epoch with train / test accuracy >= 0.99)",
+                    lambda a=a: t_grok_figure(index, a),
+                    errors,
+                )
+                for a in axes
+            ],
+        )
+    )
     try:
         law = delay_law(index, source=str(sweep))
         law_html = f"<pre>{html.escape(format_law(law))}</pre>"
-        figs = [_figure("delay vs the norm-separation time", "REFERENCE §5; the line is the least-squares fit",
-                        lambda: law_figure(index, law), errors)]
+        figs = [
+            _figure(
+                "delay vs the norm-separation time",
+                "REFERENCE §5; the line is the least-squares fit",
+                lambda: law_figure(index, law),
+                errors,
+            )
+        ]
     except InterpError as e:
         law_html, figs = f'<div class="error">{html.escape(str(e))}</div>', []
     sections.append(Section("Delay law (interp law)", law_html, figs))
-    sections.append(Section("Weight norm of every run", "", [
-        FigureItem("||theta|| over training", "sqrt of the sum of squared weights, as logged every epoch",
-                   norm_figure(trajectories))]))
+    sections.append(
+        Section(
+            "Weight norm of every run",
+            "",
+            [
+                FigureItem(
+                    "||theta|| over training",
+                    "sqrt of the sum of squared weights, as logged every epoch",
+                    norm_figure(trajectories),
+                )
+            ],
+        )
+    )
     sections.append(Section("Runs", _runs_table(index, sweep, out, axes)))
     page = render_html(f"interp sweep report: {spec.name}", f"{sweep} - {len(index)} runs", sections)
     return _write(out, page)

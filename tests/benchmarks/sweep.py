@@ -37,8 +37,18 @@ def one(size: str, R: int, mode: str, device: str) -> dict:
 
     shape = dict(SIZES[size])
     epochs = shape.pop("epochs")
-    cfgs = [TrainConfig(run_name=f"b{r}", seed=r, epochs=epochs, checkpoint_every=10**6, log_checkpoints_until=0,
-                        device=device, **shape) for r in range(R)]
+    cfgs = [
+        TrainConfig(
+            run_name=f"b{r}",
+            seed=r,
+            epochs=epochs,
+            checkpoint_every=10**6,
+            log_checkpoints_until=0,
+            device=device,
+            **shape,
+        )
+        for r in range(R)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         if mode == "ensemble":
@@ -51,8 +61,11 @@ def one(size: str, R: int, mode: str, device: str) -> dict:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         dt = time.perf_counter() - t
-    peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device.startswith("cuda")
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     return {"run_epochs_per_s": n * (epochs + 1) / dt, "seconds": dt, "peak_mb": peak / 2**20}
 
 
@@ -79,14 +92,23 @@ def main() -> None:
                 if mode == "sequential" and seq is not None:
                     res[mode] = seq  # one shape, one cost per run-epoch: measured once per size
                     continue
-                out = subprocess.run([sys.executable, __file__, "--one", size, str(R), mode, "--device", args.device],
-                                     capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--one", size, str(R), mode, "--device", args.device],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
             seq = res["sequential"]
             ratio = res["ensemble"]["run_epochs_per_s"] / seq["run_epochs_per_s"]
-            print(f"{size:<10}{R:>4}{res['ensemble']['run_epochs_per_s']:>20.1f}{seq['run_epochs_per_s']:>22.1f}"
-                  f"{ratio:>8.2f}{res['ensemble']['peak_mb']:>15.0f}", flush=True)
-            results.append({"size": size, "R": R, **{f"{m}_{k}": v for m in res for k, v in res[m].items()}, "ratio": ratio})
+            print(
+                f"{size:<10}{R:>4}{res['ensemble']['run_epochs_per_s']:>20.1f}{seq['run_epochs_per_s']:>22.1f}"
+                f"{ratio:>8.2f}{res['ensemble']['peak_mb']:>15.0f}",
+                flush=True,
+            )
+            results.append(
+                {"size": size, "R": R, **{f"{m}_{k}": v for m in res for k, v in res[m].items()}, "ratio": ratio}
+            )
     print(json.dumps(results))
 
 

@@ -2,8 +2,8 @@
 
 Both run the canonical configuration (p = 113, 3830 training pairs, d_model 128, d_mlp 512),
 full batch, AdamW (lr 1e-3, wd 1.0, betas (0.9, 0.98)), float64 log-softmax loss, in one
-process on the same data. The project step is `interp.training.loop`'s: `last_position_logits`
-forward, backward, AdamW step. The bridge step runs `TransformerBridge.boot_native(cfg)` on
+process on the same data. The project step is `interp.training.loop`'s for an ensemble of one: `eq_logits`
+forward, float64 loss, backward, the per-member fused AdamW step. The bridge step runs `TransformerBridge.boot_native(cfg)` on
 the full [a, b, =] sequences and reads the last position.
 
 Usage: python tests/benchmarks/train_step.py [--steps N] [--rounds R] [--device cpu|cuda]
@@ -18,11 +18,13 @@ import time
 
 import torch
 
+from interp.analysis.losses import run_loss_and_accuracy
 from interp.config import TrainConfig
 from interp.legacy import to_bridge
-from interp.model import last_position_logits
-from interp.tasks import make_split, labels
-from interp.training.loop import build_model, build_optimizer, loss_and_accuracy, retain_freed_memory
+from interp.model.fast import eq_logits, stack_params
+from interp.tasks import labels, make_split
+from interp.training.loop import build_model, retain_freed_memory
+from interp.training.optim import EnsembleOptimizer, MemberOptim
 
 
 def time_block(step, n: int, device: str) -> float:
@@ -53,18 +55,26 @@ def main() -> None:
     a, b, y = (idx // cfg.p).to(dev), (idx % cfg.p).to(dev), y_all[idx].to(dev)
     tokens = torch.stack([a, b, torch.full_like(a, cfg.p)], dim=1)
 
-    model = build_model(cfg).to(dev)
-    opt, _ = build_optimizer(cfg, model)
+    # the trainer's step (interp.training.loop) for an ensemble of one: stacked leaves, the fast
+    # path, the float64 loss, the per-member fused AdamW
+    model = build_model(cfg)
+    trainable = {n for n, t in model.named_parameters() if t.requires_grad}
+    P = {n: t.detach().to(dev).requires_grad_(n in trainable) for n, t in stack_params([model]).items()}
+    opt = EnsembleOptimizer(
+        {n: P[n] for n in trainable}, [MemberOptim("adamw", cfg.beta1, cfg.beta2, cfg.weight_decay)]
+    )
+    mcfg = cfg.model_config()
 
     def project_step():
-        loss, _ = loss_and_accuracy(last_position_logits(model, a, b), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss, _ = run_loss_and_accuracy(eq_logits(P, mcfg, a[None], b[None]), y[None])
+        loss.sum().backward()
+        opt.step([cfg.lr])
 
     bridge = to_bridge(build_model(cfg)).to(dev)
     bridge.train()
-    bopt = torch.optim.AdamW(bridge.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
+    bopt = torch.optim.AdamW(
+        bridge.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)
+    )
 
     def bridge_step():
         logits = bridge(tokens)[:, -1]
@@ -83,9 +93,15 @@ def main() -> None:
         ours_r.append(time_block(project_step, args.steps, dev))
         theirs_r.append(time_block(bridge_step, max(5, args.steps // 3), dev))
     ours, theirs = statistics.median(ours_r), statistics.median(theirs_r)
-    res = {"device": dev, "threads": torch.get_num_threads(), "project_ms_per_step": round(ours, 2),
-           "bridge_ms_per_step": round(theirs, 2), "speedup": round(theirs / ours, 2),
-           "project_rounds": [round(x, 2) for x in ours_r], "bridge_rounds": [round(x, 2) for x in theirs_r]}
+    res = {
+        "device": dev,
+        "threads": torch.get_num_threads(),
+        "project_ms_per_step": round(ours, 2),
+        "bridge_ms_per_step": round(theirs, 2),
+        "speedup": round(theirs / ours, 2),
+        "project_rounds": [round(x, 2) for x in ours_r],
+        "bridge_rounds": [round(x, 2) for x in theirs_r],
+    }
     print(f"project step : {ours:8.2f} ms  (median of {args.rounds} rounds, {min(ours_r):.2f}-{max(ours_r):.2f})")
     print(f"bridge step  : {theirs:8.2f} ms  (median of {args.rounds} rounds, {min(theirs_r):.2f}-{max(theirs_r):.2f})")
     print(f"ratio        : {theirs / ours:8.2f}x")
