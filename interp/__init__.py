@@ -8,9 +8,15 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "ModelConfig": "interp.config", "TrainConfig": "interp.config", "preset": "interp.config",
-    "InterpError": "interp.errors", "Transformer": "interp.model", "all_logits": "interp.model",
-    "last_position_logits": "interp.model", "train": "interp.training", "Run": "interp.store",
+    "ModelConfig": "interp.config",
+    "TrainConfig": "interp.config",
+    "preset": "interp.config",
+    "InterpError": "interp.errors",
+    "Transformer": "interp.model",
+    "all_logits": "interp.model",
+    "last_position_logits": "interp.model",
+    "train": "interp.training",
+    "Run": "interp.store",
 }
 
 __all__ = list(_EXPORTS)

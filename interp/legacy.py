@@ -22,8 +22,8 @@ plain containers.
 
 from __future__ import annotations
 
-import random
 import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -121,7 +121,11 @@ def load_legacy(path: str | Path) -> Imported:
         raise
     except (KeyError, ValueError, IndexError, TypeError, AttributeError, RuntimeError) as e:
         # odd or partial state dicts fail somewhere in the conversion; the file is the problem
-        detail = f"missing weight {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        detail = (
+            f"missing weight {e}"
+            if isinstance(e, KeyError)
+            else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        )
         raise InterpError(f"{path}: not a supported one-layer [a, b, =] state dict ({detail})") from None
 
 
@@ -160,7 +164,9 @@ def _load_legacy(path: Path, obj: dict[str, Any]) -> Imported:
     W_E, W_U = tl["embed.W_E"], tl["unembed.W_U"]
     p = W_U.shape[1]
     if W_E.shape[0] != p + 1:
-        raise InterpError(f"{path}: input vocab {W_E.shape[0]} != output vocab {p} + 1; not an [a, b, =] modular-arithmetic model")
+        raise InterpError(
+            f"{path}: input vocab {W_E.shape[0]} != output vocab {p} + 1; not an [a, b, =] modular-arithmetic model"
+        )
     H, D, E = tl["blocks.0.attn.W_Q"].shape
     d_mlp = tl["blocks.0.mlp.W_in"].shape[1]
     nonzero_bias = any(k.split(".")[-1].startswith("b_") and v.abs().max() > 0 for k, v in tl.items())
@@ -190,8 +196,15 @@ def _load_legacy(path: Path, obj: dict[str, Any]) -> Imported:
         epoch, how = len(tr), f"{len(tr)} recorded train losses (epochs 0..{len(tr) - 1}), then the final step"
     else:
         epoch, how = None, ""
-    return Imported(model=model.eval(), format=fmt, epoch=epoch, train_losses=tr, test_losses=te,
-                    config=_plain_config(obj), epoch_source=how)
+    return Imported(
+        model=model.eval(),
+        format=fmt,
+        epoch=epoch,
+        train_losses=tr,
+        test_losses=te,
+        config=_plain_config(obj),
+        epoch_source=how,
+    )
 
 
 def test_loss_interval(n_train: int, n_test: int) -> Optional[int]:
@@ -247,13 +260,33 @@ def match_paper_split(imp: Imported, max_seed: int = 100, rel_tol: float = 0.1) 
 
 # The paper code's config keys (Nanda et al.) and ours; values it does not record are assumed
 # from REFERENCE §1 (the paper code's choices).
-_PAPER_KEYS = {"lr": "lr", "weight_decay": "weight_decay", "p": "p", "frac_train": "frac_train",
-               "fn_name": "task", "task": "task", "seed": "seed", "num_epochs": "epochs",
-               "d_model": "d_model", "num_heads": "n_heads", "d_mlp": "d_mlp", "d_head": "d_head",
-               "act_type": "act_fn", "warmup_steps": "warmup_steps"}
+_PAPER_KEYS = {
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "p": "p",
+    "frac_train": "frac_train",
+    "fn_name": "task",
+    "task": "task",
+    "seed": "seed",
+    "num_epochs": "epochs",
+    "d_model": "d_model",
+    "num_heads": "n_heads",
+    "d_mlp": "d_mlp",
+    "d_head": "d_head",
+    "act_type": "act_fn",
+    "warmup_steps": "warmup_steps",
+}
 _PAPER_TASKS = {"add": "add", "subtract": "sub", "sub": "sub", "multiply": "mul", "mul": "mul", "div": "div"}
-_PAPER_ASSUMED = {"lr": 1e-3, "weight_decay": 1.0, "beta1": 0.9, "beta2": 0.98, "frac_train": 0.3,
-                  "task": "add", "warmup_steps": 10, "init_std": "1/sqrt(d_model)"}
+_PAPER_ASSUMED = {
+    "lr": 1e-3,
+    "weight_decay": 1.0,
+    "beta1": 0.9,
+    "beta2": 0.98,
+    "frac_train": 0.3,
+    "task": "add",
+    "warmup_steps": 10,
+    "init_std": "1/sqrt(d_model)",
+}
 
 
 def _file_config(imp: Imported, path: Path) -> dict[str, Any]:
@@ -296,9 +329,17 @@ def import_run(path: str | Path, out: str | Path, run_name: Optional[str] = None
         fields["init_std"] = 1 / math.sqrt(mc.d_model) if "init_std" in assumed else fields.get("init_std")
     task = fields.pop("task", "add")
     cfg = TrainConfig(
-        run_name=run_name or sanitize_name(path.stem), task=task, p=mc.p, d_model=mc.d_model, n_heads=mc.n_heads,
-        d_head=mc.d_head, d_mlp=mc.d_mlp, train_biases=mc.train_biases, epochs=max(epoch, 1),
-        notes=f"imported from {path.name} ({imp.format} format)", **fields,
+        run_name=run_name or sanitize_name(path.stem),
+        task=task,
+        p=mc.p,
+        d_model=mc.d_model,
+        n_heads=mc.n_heads,
+        d_head=mc.d_head,
+        d_mlp=mc.d_mlp,
+        train_biases=mc.train_biases,
+        epochs=max(epoch, 1),
+        notes=f"imported from {path.name} ({imp.format} format)",
+        **fields,
     )
     model = imp.model
     if task != mc.task:
@@ -318,18 +359,27 @@ def import_run(path: str | Path, out: str | Path, run_name: Optional[str] = None
             source = f"paper code split (Python random.shuffle), seed {fc['seed']} from the file's config"
         else:
             split, seed = match_paper_split(imp)
-            source = (f"paper code split (Python random.shuffle), seed {seed}: its train loss matches the file's "
-                      "recorded train loss" if seed is not None
-                      else "paper code split, seed 0 (default; no recorded loss to check against)")
+            source = (
+                f"paper code split (Python random.shuffle), seed {seed}: its train loss matches the file's "
+                "recorded train loss"
+                if seed is not None
+                else "paper code split, seed 0 (default; no recorded loss to check against)"
+            )
 
     history, rows = _history(imp, epoch, model, split, task)
     provenance = {
-        "file": str(path), "format": imp.format,
-        "from_file": {**fc, **({"epoch": epoch} if imp.epoch_source == "the file's 'epoch'" else {}),
-                      **({"train_losses": f"{len(imp.train_losses)} values"} if imp.train_losses else {}),
-                      **({"test_losses": f"{len(imp.test_losses)} values"} if imp.test_losses else {})},
+        "file": str(path),
+        "format": imp.format,
+        "from_file": {
+            **fc,
+            **({"epoch": epoch} if imp.epoch_source == "the file's 'epoch'" else {}),
+            **({"train_losses": f"{len(imp.train_losses)} values"} if imp.train_losses else {}),
+            **({"test_losses": f"{len(imp.test_losses)} values"} if imp.test_losses else {}),
+        },
         "from_weights": ["p", "d_model", "n_heads", "d_head", "d_mlp", "train_biases"],
-        "assumed": assumed, "epoch": imp.epoch_source or "none recorded: 0", "split": source,
+        "assumed": assumed,
+        "epoch": imp.epoch_source or "none recorded: 0",
+        "split": source,
     }
     with new_run_dir(out):
         (out / CKPT_DIR).mkdir(exist_ok=True)
@@ -343,12 +393,23 @@ def import_run(path: str | Path, out: str | Path, run_name: Optional[str] = None
             w.flush()
             w.close()
         # config.json last: the directory is a run only once everything else is in place
-        write_config(out, cfg, extra={"imported_from": str(path), "import_format": imp.format, "split_source": source,
-                                      "import": provenance, "history": history})
+        write_config(
+            out,
+            cfg,
+            extra={
+                "imported_from": str(path),
+                "import_format": imp.format,
+                "split_source": source,
+                "import": provenance,
+                "history": history,
+            },
+        )
     return Run.open(out)
 
 
-def _history(imp: Imported, epoch: int, model, split: Optional[Split], task: str) -> tuple[dict[str, Any], list[list[float]]]:
+def _history(
+    imp: Imported, epoch: int, model, split: Optional[Split], task: str
+) -> tuple[dict[str, Any], list[list[float]]]:
     """The metrics rows of an imported file and the ``history`` entry of its config.json.
 
     Train loss i sits at epoch i; test loss j at epoch j * k (k = ``test_loss_interval``); the
@@ -362,12 +423,20 @@ def _history(imp: Imported, epoch: int, model, split: Optional[Split], task: str
     if tr:
         notes.append(f"train loss recorded every epoch, epochs 0..{len(tr) - 1} ({len(tr)} values)")
     if te and k is not None:
-        notes.append(f"test loss recorded every {k} epochs (inferred: {len(te)} test losses for {len(tr)} train "
-                     f"losses), placed at epochs 0, {k}, ..., {k * (len(te) - 1)}")
+        notes.append(
+            f"test loss recorded every {k} epochs (inferred: {len(te)} test losses for {len(tr)} train "
+            f"losses), placed at epochs 0, {k}, ..., {k * (len(te) - 1)}"
+        )
     elif te:
-        notes.append(f"{len(te)} test losses for {len(tr)} train losses: no whole interval fits, test losses not placed")
-    history: dict[str, Any] = {"accuracy": False, "train_loss_interval": 1 if tr else None, "test_loss_interval": k,
-                               "notes": notes}
+        notes.append(
+            f"{len(te)} test losses for {len(tr)} train losses: no whole interval fits, test losses not placed"
+        )
+    history: dict[str, Any] = {
+        "accuracy": False,
+        "train_loss_interval": 1 if tr else None,
+        "test_loss_interval": k,
+        "notes": notes,
+    }
     if not tr:
         history["notes"].append("the file records no loss history")
         return history, []
@@ -379,8 +448,10 @@ def _history(imp: Imported, epoch: int, model, split: Optional[Split], task: str
             rows[j * k][2] = loss
     if epoch >= len(tr) and split is not None:
         rows.append([epoch] + _row_of(model, split, task))
-        history["notes"].append(f"epoch {epoch} (the checkpoint) recomputed from the weights: losses, accuracies, "
-                                "weight norms; earlier accuracies were not recorded")
+        history["notes"].append(
+            f"epoch {epoch} (the checkpoint) recomputed from the weights: losses, accuracies, "
+            "weight norms; earlier accuracies were not recorded"
+        )
     history["notes"].append("accuracies not recorded: T_mem / T_grok unknown")
     return history, rows
 
@@ -404,9 +475,17 @@ def bridge_config(cfg: ModelConfig):
     from transformer_lens.config import TransformerBridgeConfig
 
     return TransformerBridgeConfig(
-        d_model=cfg.d_model, d_head=cfg.d_head, n_heads=cfg.n_heads, n_layers=1, n_ctx=cfg.n_ctx,
-        d_vocab=cfg.d_vocab, d_vocab_out=cfg.d_vocab_out, d_mlp=cfg.d_mlp, act_fn=cfg.act_fn,
-        normalization_type=None, positional_embedding_type="standard",
+        d_model=cfg.d_model,
+        d_head=cfg.d_head,
+        n_heads=cfg.n_heads,
+        n_layers=1,
+        n_ctx=cfg.n_ctx,
+        d_vocab=cfg.d_vocab,
+        d_vocab_out=cfg.d_vocab_out,
+        d_mlp=cfg.d_mlp,
+        act_fn=cfg.act_fn,
+        normalization_type=None,
+        positional_embedding_type="standard",
     )
 
 

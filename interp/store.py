@@ -87,8 +87,10 @@ def check_name(name: Any, what: str = "name") -> str:
     if len(name) > MAX_NAME_LEN:
         raise InterpError(f"{what} is {len(name)} characters long; at most {MAX_NAME_LEN} are allowed")
     if not _NAME_RE.fullmatch(name):
-        raise InterpError(f"{what} {name!r} is not a plain file name: use letters, digits and . _ + = @ , -, "
-                          "starting with a letter or digit (no '/', no '..')")
+        raise InterpError(
+            f"{what} {name!r} is not a plain file name: use letters, digits and . _ + = @ , -, "
+            "starting with a letter or digit (no '/', no '..')"
+        )
     return name
 
 
@@ -159,8 +161,15 @@ def fsync_dir(path: Path) -> None:
 # safetensors, serialised here so that the bytes are reproducible
 
 _ST_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
     torch.bool: "BOOL",
 }
 
@@ -181,7 +190,11 @@ def safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str
         if t.dtype not in _ST_DTYPES:
             raise TypeError(f"{name}: dtype {t.dtype} cannot be stored")
         raw = _raw_bytes(t)
-        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {
+            "dtype": _ST_DTYPES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
         blobs.append(raw)
         offset += len(raw)
     h = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
@@ -276,7 +289,7 @@ def _read_config_json(path: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InterpError(f"{cfg_path}: unreadable run config ({type(e).__name__}: {e})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
-        raise InterpError(f"{cfg_path}: unreadable run config (no \"config\" object)")
+        raise InterpError(f'{cfg_path}: unreadable run config (no "config" object)')
     return raw
 
 
@@ -298,8 +311,10 @@ class Run:
         cfg_path = path / CONFIG_FILE
         if not cfg_path.exists():
             if is_unstarted(path):
-                raise InterpError(f"{path} holds no run: it was interrupted before its config was written, so nothing "
-                                  f"was trained; start it again with `interp train --out {path} ...`")
+                raise InterpError(
+                    f"{path} holds no run: it was interrupted before its config was written, so nothing "
+                    f"was trained; start it again with `interp train --out {path} ...`"
+                )
             raise InterpError(f"{path} is not a run directory (no {CONFIG_FILE})")
         raw = _read_config_json(path)
         try:
@@ -357,17 +372,24 @@ class Run:
         differs from config.json (naming the fields that differ)."""
         path = self.checkpoint_path(epoch)
         if meta.get("epoch") != str(epoch):
-            raise InterpError(f"{path}: its metadata says epoch {meta.get('epoch')}, its file name says {epoch}; "
-                              "refusing a renamed or misplaced checkpoint")
+            raise InterpError(
+                f"{path}: its metadata says epoch {meta.get('epoch')}, its file name says {epoch}; "
+                "refusing a renamed or misplaced checkpoint"
+            )
         want = self.config.config_hash()
         if meta.get("config_hash") != want:
             diffs = []
             with contextlib.suppress(ValueError, TypeError):
                 diffs = config_differences(json.loads(meta["config"]), self.config.hashed_fields())
-            what = ("; ".join(diffs) if diffs else
-                    f"config hash {meta.get('config_hash')} vs {want}; this checkpoint does not record which field")
-            raise InterpError(f"{path}: checkpoint was trained with another config than {self.path / CONFIG_FILE} "
-                              f"({what}); restore config.json or start a new run")
+            what = (
+                "; ".join(diffs)
+                if diffs
+                else f"config hash {meta.get('config_hash')} vs {want}; this checkpoint does not record which field"
+            )
+            raise InterpError(
+                f"{path}: checkpoint was trained with another config than {self.path / CONFIG_FILE} "
+                f"({what}); restore config.json or start a new run"
+            )
 
     def load_state_dict(self, epoch: int) -> dict[str, torch.Tensor]:
         path = self.checkpoint_path(epoch)
@@ -414,7 +436,9 @@ def load_model_state(model, state: Mapping[str, torch.Tensor], source: str) -> N
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        raise InterpError(f"{source}: parameter names do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise InterpError(
+            f"{source}: parameter names do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     for k, prm in own.items():
         if tuple(state[k].shape) != tuple(prm.shape):
             raise InterpError(f"{source}: {k} has shape {tuple(state[k].shape)}, the model expects {tuple(prm.shape)}")
@@ -428,19 +452,30 @@ def load_model_state(model, state: Mapping[str, torch.Tensor], source: str) -> N
 
 
 def write_config(path: Path, cfg: TrainConfig, extra: Optional[dict[str, Any]] = None) -> None:
-    body = {"format_version": FORMAT_VERSION, "config_hash": cfg.config_hash(), "config": cfg.to_dict(), **(extra or {})}
+    body = {
+        "format_version": FORMAT_VERSION,
+        "config_hash": cfg.config_hash(),
+        "config": cfg.to_dict(),
+        **(extra or {}),
+    }
     atomic_write_bytes(Path(path) / CONFIG_FILE, (json.dumps(body, indent=2) + "\n").encode())
 
 
 def write_split(path: Path, split: Split) -> None:
-    save_tensors(Path(path) / SPLIT_FILE, {"train": split.train, "test": split.test}, {"format_version": str(FORMAT_VERSION)})
+    save_tensors(
+        Path(path) / SPLIT_FILE, {"train": split.train, "test": split.test}, {"format_version": str(FORMAT_VERSION)}
+    )
 
 
 def checkpoint_metadata(epoch: int, cfg: TrainConfig) -> dict[str, str]:
     """Metadata of a checkpoint: its epoch, the config hash and the hashed fields themselves (so a
     config that was edited later can be named field by field)."""
-    return {"epoch": str(epoch), "config_hash": cfg.config_hash(), "format_version": str(FORMAT_VERSION),
-            "config": json.dumps(cfg.hashed_fields(), sort_keys=True)}
+    return {
+        "epoch": str(epoch),
+        "config_hash": cfg.config_hash(),
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(cfg.hashed_fields(), sort_keys=True),
+    }
 
 
 def save_checkpoint(run_dir: Path, epoch: int, model, cfg: TrainConfig) -> Path:
@@ -570,7 +605,9 @@ class RunLock:
             self.fd = None
 
 
-def save_optimizer(run_dir: Path, epoch: int, optimizer: torch.optim.Optimizer, names: dict[int, str], cfg: TrainConfig) -> None:
+def save_optimizer(
+    run_dir: Path, epoch: int, optimizer: torch.optim.Optimizer, names: dict[int, str], cfg: TrainConfig
+) -> None:
     tensors: dict[str, torch.Tensor] = {}
     for group in optimizer.param_groups:
         for prm in group["params"]:
@@ -626,8 +663,10 @@ def verify_metrics(run_dir: str | os.PathLike, resume_epoch: int, columns: Optio
     if resume_epoch <= 0:
         return 0
     if not path.exists():
-        raise InterpError(f"{path}: missing, but the checkpoints reach epoch {resume_epoch}; the per-epoch history "
-                          "cannot be recomputed, so the run cannot be resumed (retrain it into a new directory)")
+        raise InterpError(
+            f"{path}: missing, but the checkpoints reach epoch {resume_epoch}; the per-epoch history "
+            "cannot be recomputed, so the run cannot be resumed (retrain it into a new directory)"
+        )
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
@@ -649,13 +688,17 @@ def verify_metrics(run_dir: str | os.PathLike, resume_epoch: int, columns: Optio
             break
         expect += 1
     if expect < resume_epoch:
-        raise InterpError(f"{path}: truncated or damaged: rows stop before epoch {expect}, but the checkpoints reach "
-                          f"epoch {resume_epoch}; the per-epoch history cannot be recomputed, so resuming would "
-                          "make T_mem / T_grok wrong (retrain it into a new directory)")
+        raise InterpError(
+            f"{path}: truncated or damaged: rows stop before epoch {expect}, but the checkpoints reach "
+            f"epoch {resume_epoch}; the per-epoch history cannot be recomputed, so resuming would "
+            "make T_mem / T_grok wrong (retrain it into a new directory)"
+        )
     return expect
 
 
-def verify_resumable(run_dir: str | os.PathLike, overrides: Optional[Mapping[str, Any]] = None) -> tuple[TrainConfig, int]:
+def verify_resumable(
+    run_dir: str | os.PathLike, overrides: Optional[Mapping[str, Any]] = None
+) -> tuple[TrainConfig, int]:
     """Check a run before it is continued; returns (its config with ``overrides`` applied, resume epoch).
 
     Reads only, so a refused resume changes nothing. Refuses (one-line InterpError):
@@ -674,8 +717,10 @@ def verify_resumable(run_dir: str | os.PathLike, overrides: Optional[Mapping[str
     if overrides:
         fixed = sorted(k for k, v in overrides.items() if k not in RESUME_OVERRIDABLE and getattr(saved, k, v) != v)
         if fixed:
-            raise InterpError(f"{run.path}: resuming keeps the saved config; only {', '.join(RESUME_OVERRIDABLE)} may "
-                              f"change, not {', '.join(fixed)}")
+            raise InterpError(
+                f"{run.path}: resuming keeps the saved config; only {', '.join(RESUME_OVERRIDABLE)} may "
+                f"change, not {', '.join(fixed)}"
+            )
         try:
             cfg = dataclasses.replace(saved, **overrides)
         except TypeError as e:
@@ -699,8 +744,10 @@ def verify_resumable(run_dir: str | os.PathLike, overrides: Optional[Mapping[str
         raise InterpError(f"{opt_path}: no epoch in its metadata") from None
     run.load_state_dict(start)  # checksum, epoch vs name, config vs config.json (names the field)
     if ometa.get("config_hash") != saved.config_hash():
-        raise InterpError(f"{opt_path}: optimizer state belongs to another config (hash {ometa.get('config_hash')}, "
-                          f"config.json {saved.config_hash()})")
+        raise InterpError(
+            f"{opt_path}: optimizer state belongs to another config (hash {ometa.get('config_hash')}, "
+            f"config.json {saved.config_hash()})"
+        )
     verify_metrics(run.path, start)
     return cfg, start
 
@@ -768,7 +815,9 @@ def _check_new_run_dir(path: Path) -> Path:
         if not path.is_dir():
             raise InterpError(f"{path} exists and is not a directory; choose another --out")
         if any(path.iterdir()) and not is_unstarted(path):
-            raise InterpError(f"{path} already exists and is not empty; use --resume to continue it or choose another --out")
+            raise InterpError(
+                f"{path} already exists and is not empty; use --resume to continue it or choose another --out"
+            )
     else:
         for parent in path.parents:
             if parent.exists():

@@ -1,31 +1,34 @@
 """Bad input through the real CLI: one line on stderr, non-zero exit, nothing saved is touched."""
 
 import pytest
-
 from conftest import run_cli, tiny_config
+
 from interp.training.loop import train
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--p", "1"], "p must be an integer >= 2"),
-    (["--task", "mul", "--p", "12"], "needs a prime modulus"),
-    (["--frac-train", "0"], "frac_train must lie strictly between 0 and 1"),
-    (["--frac-train", "1.2"], "frac_train must lie strictly between 0 and 1"),
-    (["--lr", "-0.001"], "lr must be > 0"),
-    (["--weight-decay", "-1"], "weight_decay must be >= 0"),
-    (["--task", "pow"], "unknown task 'pow'"),
-    (["--p", "abc"], "p must be an integer, got 'abc'"),
-    (["--lr", "inf"], "lr must be a finite number, got inf"),
-    (["--weight-decay", "inf"], "weight_decay must be a finite number, got inf"),
-    (["--init-std", "inf"], "init_std must be a finite number, got inf"),
-    (["--lr", "1e6"], "lr must be > 0 and at most 10"),
-    (["--epochs", "2.5"], "epochs must be an integer, got 2.5"),
-    (["--data-seed", "99999999999999999999999"], "data_seed must lie in [0, 2**63 - 1]"),
-    (["--p", "13", "--frac-train", "0.001"], "leaves an empty train or test set"),
-    (["--run-name", "x" * 300], "at most 100 are allowed"),
-    (["--bogus"], "unrecognized arguments: --bogus"),
-    (["--p"], "train: argument --p: expected one argument"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--p", "1"], "p must be an integer >= 2"),
+        (["--task", "mul", "--p", "12"], "needs a prime modulus"),
+        (["--frac-train", "0"], "frac_train must lie strictly between 0 and 1"),
+        (["--frac-train", "1.2"], "frac_train must lie strictly between 0 and 1"),
+        (["--lr", "-0.001"], "lr must be > 0"),
+        (["--weight-decay", "-1"], "weight_decay must be >= 0"),
+        (["--task", "pow"], "unknown task 'pow'"),
+        (["--p", "abc"], "p must be an integer, got 'abc'"),
+        (["--lr", "inf"], "lr must be a finite number, got inf"),
+        (["--weight-decay", "inf"], "weight_decay must be a finite number, got inf"),
+        (["--init-std", "inf"], "init_std must be a finite number, got inf"),
+        (["--lr", "1e6"], "lr must be > 0 and at most 10"),
+        (["--epochs", "2.5"], "epochs must be an integer, got 2.5"),
+        (["--data-seed", "99999999999999999999999"], "data_seed must lie in [0, 2**63 - 1]"),
+        (["--p", "13", "--frac-train", "0.001"], "leaves an empty train or test set"),
+        (["--run-name", "x" * 300], "at most 100 are allowed"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--p"], "train: argument --p: expected one argument"),
+    ],
+)
 def test_train_bad_input(tmp_path, args, needle):
     r = run_cli("train", "--out", str(tmp_path / "x"), "--no-progress", *args)
     assert r.returncode != 0
@@ -65,8 +68,25 @@ def test_info_reports_tmem_and_tgrok(quick_run):
 
 
 def test_train_cli_writes_default_run_dir(tmp_path):
-    r = run_cli("train", "--p", "7", "--d-model", "8", "--n-heads", "2", "--d-head", "4", "--d-mlp", "8",
-                "--epochs", "5", "--run-name", "cli", "--no-progress", cwd=tmp_path)
+    r = run_cli(
+        "train",
+        "--p",
+        "7",
+        "--d-model",
+        "8",
+        "--n-heads",
+        "2",
+        "--d-head",
+        "4",
+        "--d-mlp",
+        "8",
+        "--epochs",
+        "5",
+        "--run-name",
+        "cli",
+        "--no-progress",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "checkpoints" / "cli" / "checkpoints" / "epoch_000005.safetensors").exists()
 
@@ -119,11 +139,14 @@ def test_names_cannot_escape(tmp_path):
     line = _one_line(run_cli("train", "--run-name", "..", "--p", "7", "--epochs", "2", "--no-progress", cwd=tmp_path))
     assert "run_name '..' is not a plain file name" in line
     src = tmp_path / "m.pt"
-    from interp.config import ModelConfig
-    from interp.model import Transformer
     import torch
 
-    torch.save(Transformer(ModelConfig(p=7, d_model=8, n_heads=2, d_head=4, d_mlp=8)).init_weights(0.2, 0).state_dict(), src)
+    from interp.config import ModelConfig
+    from interp.model import Transformer
+
+    torch.save(
+        Transformer(ModelConfig(p=7, d_model=8, n_heads=2, d_head=4, d_mlp=8)).init_weights(0.2, 0).state_dict(), src
+    )
     (tmp_path / "work").mkdir()
     line = _one_line(run_cli("import", str(src), "--name", "../../x", cwd=tmp_path / "work"))
     assert "--name '../../x' is not a plain file name" in line
@@ -135,8 +158,10 @@ def test_wrong_types_in_config_json(tmp_path):
 
     run = train(tiny_config(epochs=4), tmp_path / "r", progress=False)
     raw = json.loads((run.path / "config.json").read_text())
-    for field, bad, needle in (("p", "31", "p must be an integer, got '31'"),
-                               ("train_biases", "yes", "train_biases must be true or false, got 'yes'")):
+    for field, bad, needle in (
+        ("p", "31", "p must be an integer, got '31'"),
+        ("train_biases", "yes", "train_biases must be true or false, got 'yes'"),
+    ):
         edited = {**raw, "config": {**raw["config"], field: bad}}
         (run.path / "config.json").write_text(json.dumps(edited))
         for cmd in (["info", str(run.path)], ["train", "--resume", str(run.path), "--no-progress"]):
@@ -153,8 +178,13 @@ def test_info_into_a_closed_pipe_ends_quietly(tmp_path):
     rd, wr = os.pipe()
     os.close(rd)  # the reader (`| true`) is gone before interp writes
     try:
-        r = subprocess.run([sys.executable, "-m", "interp.cli", "info", str(run.path)], stdout=wr,
-                           stderr=subprocess.PIPE, text=True, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "interp.cli", "info", str(run.path)],
+            stdout=wr,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
     finally:
         os.close(wr)
     assert r.stderr == "" and r.returncode == 141
@@ -171,6 +201,7 @@ def test_compare_on_cuda_without_cuda(quick_run):
 
 def test_import_of_partial_or_odd_state_dicts(tmp_path):
     import torch
+
     from interp.config import ModelConfig
     from interp.model import Transformer
 
@@ -194,9 +225,33 @@ def test_resume_flags_are_never_ignored(tmp_path):
     assert "drop --out" in line and not (tmp_path / "other").exists()
     line = _one_line(run_cli("train", "--resume", str(run.path), "--epochs", "10", "--no-progress"))
     assert "--epochs 10 is below the 20 epochs already trained" in line
-    base = ["train", "--out", str(run.path), "--resume-if-exists", "--no-progress", "--run-name", "tiny", "--p", "13",
-            "--frac-train", "0.5", "--d-model", "16", "--n-heads", "2", "--d-head", "8", "--d-mlp", "32",
-            "--checkpoint-every", "20", "--log-checkpoints-until", "8", "--lr", "0.003"]
+    base = [
+        "train",
+        "--out",
+        str(run.path),
+        "--resume-if-exists",
+        "--no-progress",
+        "--run-name",
+        "tiny",
+        "--p",
+        "13",
+        "--frac-train",
+        "0.5",
+        "--d-model",
+        "16",
+        "--n-heads",
+        "2",
+        "--d-head",
+        "8",
+        "--d-mlp",
+        "32",
+        "--checkpoint-every",
+        "20",
+        "--log-checkpoints-until",
+        "8",
+        "--lr",
+        "0.003",
+    ]
     line = _one_line(run_cli(*base, "--epochs", "20", "--weight-decay", "0.5"))
     assert "another config (weight_decay: 1.0 -> 0.5)" in line
     assert _snapshot(run.path) == before
