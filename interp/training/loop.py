@@ -29,7 +29,6 @@ all continue together. A single run is bit-identical to the earlier single-model
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -58,8 +57,10 @@ from interp.store import (
     Run,
     RunLock,
     load_tensors,
+    new_run_dir,
     save_checkpoint,
     save_tensors,
+    verify_resumable,
     write_config,
     write_split,
 )
@@ -161,22 +162,23 @@ def train(
     marking the run complete (used by tests that simulate interruptions).
     """
     out = Path(out_dir)
+    # --- run-directory checks, defined in interp.store (issue 15) ---------------------------
+    # resume: verify_resumable reads only (config types, overrides, --epochs, checkpoint and
+    # optimizer integrity and config, metrics history) so a refused resume changes nothing; new
+    # run: new_run_dir refuses files and foreign directories, reuses an unstarted leftover and
+    # takes the directory back if training fails before anything was trained.
     if resume:
-        saved = Run.open(out).config
-        cfg = saved
-        if overrides:
-            # only fields outside the config hash may change, so every saved checkpoint stays valid
-            cfg = dataclasses.replace(saved, **overrides).validate()
-            if cfg.config_hash() != saved.config_hash():
-                raise InterpError(f"{out}: these changes would alter the run's trajectory; start a new run instead")
+        cfg, _ = verify_resumable(out, overrides)
+        guard = contextlib.nullcontext()
     else:
         cfg.validate()
-        if out.exists() and any(out.iterdir()):
-            raise InterpError(f"{out} already exists and is not empty; use --resume to continue it or choose another --out")
-    bar = _RunBar(cfg, progress)
-    runs = train_ensemble([cfg], [out], resume=resume, on_progress=bar, max_epochs_this_call=max_epochs_this_call,
-                          report=progress)
-    bar.close()
+        guard = new_run_dir(out)
+    # ------------------------------------------------------------------------------------------
+    with guard:
+        bar = _RunBar(cfg, progress)
+        runs = train_ensemble([cfg], [out], resume=resume, on_progress=bar, max_epochs_this_call=max_epochs_this_call,
+                              report=progress)
+        bar.close()
     return runs[0]
 
 
