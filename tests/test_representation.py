@@ -8,6 +8,7 @@ import torch
 from helpers import fourier_transformer
 
 from interp.analysis import representation as R
+from interp.analysis import rqi
 from interp.config import ModelConfig
 from interp.errors import InterpError
 from interp.model import Transformer
@@ -139,7 +140,7 @@ def brute_force_parallelograms(n, modulus):
 
 @pytest.mark.parametrize("n,modulus", [(7, None), (7, 7), (8, 8), (6, None)])
 def test_parallelogram_enumeration(n, modulus):
-    I, J, valid = R.parallelogram_classes(n, modulus)
+    I, J, valid = rqi.parallelogram_classes(n, modulus)
     got = set()
     for c in range(I.shape[0]):
         slots = [(int(I[c, s]), int(J[c, s])) for s in range(I.shape[1]) if valid[c, s]]
@@ -151,14 +152,14 @@ def test_rqi_linear_is_reference_definition():
     # a line E_i = i v (the representation Liu et al. find for addition) closes every parallelogram
     v = torch.randn(8)
     E = torch.arange(10.0)[:, None] * v + 1e-4 * torch.randn(10, 8)
-    res = R.rqi_linear(E)
+    res = rqi.rqi_linear(E)
     assert res.rqi == 1.0 and res.chart == "linear"
     assert res.n_ideal == len(brute_force_parallelograms(10, None))
     # per-dimension normalisation: scaling one dimension changes nothing
-    assert R.rqi_linear(E * torch.logspace(-3, 3, 8)).rqi == 1.0
-    assert R.rqi_linear(torch.randn(10, 8)).rqi < 0.05
+    assert rqi.rqi_linear(E * torch.logspace(-3, 3, 8)).rqi == 1.0
+    assert rqi.rqi_linear(torch.randn(10, 8)).rqi < 0.05
     with pytest.raises(ValueError, match="constant"):  # degenerate data, not a user mistake
-        R.rqi_linear(torch.ones(5, 3))
+        rqi.rqi_linear(torch.ones(5, 3))
 
 
 def test_bad_frequencies():

@@ -37,14 +37,9 @@ from torch import Tensor
 from interp.analysis import measures as ms
 from interp.analysis.cka import linear_cka
 from interp.analysis.fourier import check_frequencies, frame
-from interp.analysis.representation import (
-    RQI_TOL,
-    RQIResult,
-    embedding_rqi,
-    embedding_spectrum,
-    final_position_activations,
-)
+from interp.analysis.representation import embedding_rqi, embedding_spectrum, final_position_activations
 from interp.analysis.results import json_safe
+from interp.analysis.rqi import RQI_TOL, RQIResult
 from interp.errors import InterpError
 from interp.tasks import Split
 
