@@ -38,11 +38,12 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp.analysis import phases
+from interp.analysis.losses import run_loss_and_accuracy
 from interp.config import TrainConfig
 from interp.errors import InterpError
 from interp.model import Transformer
@@ -70,8 +71,20 @@ from interp.training.optim import EnsembleOptimizer, MemberOptim, project_norm, 
 GROK_ACC = phases.ACC_THRESHOLD  # T_grok's threshold, defined once in interp.analysis.phases
 
 # What members of one ensemble must share: the model's shape, where it runs, when it checkpoints.
-ENSEMBLE_FIELDS = ("task", "p", "d_model", "n_heads", "d_head", "d_mlp", "act_fn", "train_biases", "device",
-                   "checkpoint_every", "log_checkpoints_until", "eval_every")
+ENSEMBLE_FIELDS = (
+    "task",
+    "p",
+    "d_model",
+    "n_heads",
+    "d_head",
+    "d_mlp",
+    "act_fn",
+    "train_biases",
+    "device",
+    "checkpoint_every",
+    "log_checkpoints_until",
+    "eval_every",
+)
 
 
 def ensemble_key(cfg: TrainConfig) -> tuple:
@@ -87,32 +100,6 @@ def build_model(cfg: TrainConfig) -> Transformer:
             for prm in model.parameters():
                 prm.mul_(cfg.init_scale)
     return model
-
-
-def loss_and_accuracy(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean cross-entropy (float64 log-softmax) and accuracy of one run's logits ``[batch, p]``."""
-    loss, acc = run_loss_and_accuracy(logits[None], y[None])
-    return loss[0], acc[0]
-
-
-def run_loss_and_accuracy(
-    logits: Float[Tensor, "run batch p"], y: Int[Tensor, "run batch"], lengths: Optional[Sequence[int]] = None
-) -> tuple[Float[Tensor, "run"], Float[Tensor, "run"]]:
-    """Per run: mean cross-entropy (float64 log-softmax) and accuracy over its first ``lengths[r]`` rows.
-
-    Padded batches are averaged over each run's own rows (one reduction per distinct length), so
-    a padded run's loss is bit-identical to its unpadded one.
-    """
-    nll = -logits.double().log_softmax(-1).gather(-1, y[..., None])[..., 0]
-    correct = (logits.argmax(-1) == y).double()
-    if lengths is None:
-        return nll.mean(1), correct.mean(1)
-    loss, acc = nll.new_empty(nll.shape[0]), correct.new_empty(nll.shape[0])
-    for n in set(lengths):
-        idx = torch.tensor([r for r, m in enumerate(lengths) if m == n], device=nll.device)
-        loss[idx] = nll[idx, :n].mean(1)
-        acc[idx] = correct[idx, :n].mean(1)
-    return loss, acc
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -176,8 +163,9 @@ def train(
     # ------------------------------------------------------------------------------------------
     with guard:
         bar = _RunBar(cfg, progress)
-        runs = train_ensemble([cfg], [out], resume=resume, on_progress=bar, max_epochs_this_call=max_epochs_this_call,
-                              report=progress)
+        runs = train_ensemble(
+            [cfg], [out], resume=resume, on_progress=bar, max_epochs_this_call=max_epochs_this_call, report=progress
+        )
         bar.close()
     return runs[0]
 
@@ -235,8 +223,9 @@ class _Pairs:
             padded[r, : len(i)] = i
             y[r, : len(i)] = yr[i]
         lengths = [len(i) for i in idx]
-        return cls((padded // p).to(device), (padded % p).to(device), y.to(device),
-                   None if min(lengths) == n else lengths)
+        return cls(
+            (padded // p).to(device), (padded % p).to(device), y.to(device), None if min(lengths) == n else lengths
+        )
 
 
 @dataclass
@@ -353,8 +342,20 @@ def _open_member(cfg: TrainConfig, out: Path, resume: bool, max_epochs_this_call
         grok_epoch = _first_grok_epoch(metrics_path)
     if not state:
         state = {n: t.detach() for n, t in build_model(cfg).named_parameters()}
-    m = _Member(cfg, out, metrics, split.train, split.test, y, set(cfg.checkpoint_epochs()), start, start,
-                grok_epoch, state, opt_state)
+    m = _Member(
+        cfg,
+        out,
+        metrics,
+        split.train,
+        split.test,
+        y,
+        set(cfg.checkpoint_epochs()),
+        start,
+        start,
+        grok_epoch,
+        state,
+        opt_state,
+    )
     if cfg.constant_norm:
         # the target is the norm at initialisation (after init_scale) unless given
         init = {n: t.detach() for n, t in build_model(cfg).named_parameters()}
@@ -382,8 +383,16 @@ class _Engine:
         live = [m for m in self.members if not m.done]
         for m in self.members:
             if m.done:
-                self.on_progress(ProgressEvent("done", self.members.index(m), m.epoch, m.final_epoch,
-                                               grok_epoch=m.grok_epoch, complete=m.epoch >= m.final_epoch))
+                self.on_progress(
+                    ProgressEvent(
+                        "done",
+                        self.members.index(m),
+                        m.epoch,
+                        m.final_epoch,
+                        grok_epoch=m.grok_epoch,
+                        complete=m.epoch >= m.final_epoch,
+                    )
+                )
         while live:
             e0 = min(m.epoch for m in live)
             later = [m.epoch for m in live if m.epoch > e0]
@@ -424,8 +433,16 @@ class _Engine:
             opt.step([lr_at(m.cfg, epoch) for m in active])
             self._project(P, active)
 
-    def _record(self, active: list[_Member], P, opt: EnsembleOptimizer, te: _Pairs, epoch: int,
-                train_loss: Tensor, train_acc: Tensor) -> list[int]:
+    def _record(
+        self,
+        active: list[_Member],
+        P,
+        opt: EnsembleOptimizer,
+        te: _Pairs,
+        epoch: int,
+        train_loss: Tensor,
+        train_acc: Tensor,
+    ) -> list[int]:
         """Each member's metrics row of ``epoch``, its checkpoint when due; returns the members that finish."""
         evaluate = [m.evaluates(epoch) for m in active]
         with torch.no_grad():
@@ -444,8 +461,11 @@ class _Engine:
                 m.grok_epoch = epoch
             if epoch in m.schedule or epoch == m.final_epoch:
                 save_checkpoint(m.out, epoch, {n: t[r] for n, t in P.items()}, m.cfg)
-                save_tensors(m.out / OPTIMIZER_FILE, opt.member_state(r),
-                             {"epoch": str(epoch), "config_hash": m.cfg.config_hash()})
+                save_tensors(
+                    m.out / OPTIMIZER_FILE,
+                    opt.member_state(r),
+                    {"epoch": str(epoch), "config_hash": m.cfg.config_hash()},
+                )
                 m.metrics.flush()
             index = self.members.index(m)
             self.on_progress(ProgressEvent("epoch", index, epoch, m.final_epoch, full))
@@ -453,8 +473,11 @@ class _Engine:
                 finished.append(r)
                 m.done = True
                 m.metrics.flush()
-                self.on_progress(ProgressEvent("done", index, epoch, m.final_epoch, grok_epoch=m.grok_epoch,
-                                               complete=epoch >= m.final_epoch))
+                self.on_progress(
+                    ProgressEvent(
+                        "done", index, epoch, m.final_epoch, grok_epoch=m.grok_epoch, complete=epoch >= m.final_epoch
+                    )
+                )
         return finished
 
     def _project(self, P: dict[str, Tensor], active: list[_Member]) -> None:
@@ -470,7 +493,9 @@ class _Engine:
         P = {n: torch.stack([m.state[n] for m in active]).to(self.device).requires_grad_(n in trainable) for n in names}
         opt = EnsembleOptimizer({n: P[n] for n in names if n in trainable}, [m.optim() for m in active])
         for r, m in enumerate(active):
-            opt.load_member_state(r, {k: v.to(self.device) for k, v in m.opt_state.items()}, str(m.out / OPTIMIZER_FILE))
+            opt.load_member_state(
+                r, {k: v.to(self.device) for k, v in m.opt_state.items()}, str(m.out / OPTIMIZER_FILE)
+            )
         p = self.mcfg.p
         tr = _Pairs.stack([m.train_idx for m in active], [m.y for m in active], p, self.device)
         te = _Pairs.stack([m.test_idx for m in active], [m.y for m in active], p, self.device)
@@ -489,16 +514,24 @@ def _log_call(m: _Member, device: str, report: bool) -> None:
     if end <= m.start:
         return
     seconds = time.perf_counter() - m.t0
-    entry = {"start_epoch": m.start, "end_epoch": end, "seconds": round(seconds, 2),
-             "ms_per_epoch": round(1000 * seconds / max(1, end - m.start), 2), "device": device,
-             "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    entry = {
+        "start_epoch": m.start,
+        "end_epoch": end,
+        "seconds": round(seconds, 2),
+        "ms_per_epoch": round(1000 * seconds / max(1, end - m.start), 2),
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     with open(m.out / TRAINING_LOG_FILE, "a") as f:
         f.write(json.dumps(entry) + "\n")
         f.flush()
         os.fsync(f.fileno())
     if report:
-        print(f"{m.cfg.run_name}: epochs {m.start}..{end} in {seconds:.1f} s "
-              f"({entry['ms_per_epoch']:.1f} ms/epoch) -> {m.out}")
+        print(
+            f"{m.cfg.run_name}: epochs {m.start}..{end} in {seconds:.1f} s "
+            f"({entry['ms_per_epoch']:.1f} ms/epoch) -> {m.out}"
+        )
 
 
 def _last_logged_epoch(path: Path) -> Optional[int]:

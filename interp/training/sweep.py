@@ -46,7 +46,9 @@ from interp.store import (
     SWEEP_RUNS_DIR,
     Run,
     atomic_write_bytes,
+    clear_unstarted,
     is_unstarted,
+    verify_resumable,
 )
 from interp.training.loop import ProgressEvent, ensemble_key, train_ensemble
 
@@ -433,15 +435,20 @@ class SweepBar:
         self.bar.close()
 
 
-def _resume_flags(dirs: Sequence[Path]) -> list[bool]:
-    """Per run: continue it (it has a config) or start it (no directory, or an unstarted leftover)."""
+def _resume_flags(dirs: Sequence[Path], cfgs: Sequence[TrainConfig]) -> list[bool]:
+    """Per run: continue it (it has a config: verified as ``interp train --resume`` verifies it,
+    and it must be the sweep's config for that point) or start it (no directory, or an unstarted
+    leftover, which is cleared)."""
     flags = []
-    for d in dirs:
+    for d, cfg in zip(dirs, cfgs):
         if d.exists() and is_unstarted(d):
-            from interp.store import clear_unstarted
-
             clear_unstarted(d)
-        flags.append((d / CONFIG_FILE).exists())
+        resume = (d / CONFIG_FILE).exists()
+        if resume:
+            saved, _ = verify_resumable(d)
+            if saved.config_hash() != cfg.config_hash():
+                raise InterpError(f"{d}: holds another run than the sweep's point {cfg.run_name} (config hash differs)")
+        flags.append(resume)
     return flags
 
 
@@ -455,7 +462,7 @@ def train_members(
         torch.set_num_threads(threads)
     cfgs = [TrainConfig.from_dict(d) for d in cfg_dicts]
     paths = [Path(d) for d in dirs]
-    train_ensemble(cfgs, paths, resume=_resume_flags(paths), on_progress=on_progress)
+    train_ensemble(cfgs, paths, resume=_resume_flags(paths, cfgs), on_progress=on_progress)
     return dirs
 
 
