@@ -228,10 +228,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt_epoch(e) -> str:
-    return "not reached" if e is None else str(e)
-
-
 def _fmt_interval(iv) -> str:
     return "-" if iv is None else f"{iv[0]} .. {iv[1]}"
 
@@ -260,8 +256,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         f"embedding check  {', '.join(map(str, s.final_embedding_freqs)) or 'none'}  "
         f"({'agrees' if agree else 'differs from the neuron clusters'})"
     )
-    print(f"T_mem            {_fmt_epoch(ph.t_mem)}  (train acc >= 0.99)")
-    print(f"T_grok           {_fmt_epoch(ph.t_grok)}  (test acc >= 0.99)")
+    print(f"T_mem            {ph.describe('t_mem')}  (train acc >= 0.99)")
+    print(f"T_grok           {ph.describe('t_grok')}  (test acc >= 0.99)")
     print(f"memorisation     {_fmt_interval(ph.memorisation)}")
     print(f"circuit form.    {_fmt_interval(ph.circuit_formation)}")
     print(f"cleanup          {_fmt_interval(ph.cleanup)}")
@@ -362,9 +358,8 @@ def _register_compare(subparsers) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from interp.viz.report import file_size, write_comparison_report, write_report
-
     from interp.training.sweep import is_sweep
+    from interp.viz.report import file_size, write_comparison_report, write_report
 
     if len(args.runs) == 1 and is_sweep(args.runs[0]):
         from interp.viz.sweep import write_sweep_report
@@ -548,9 +543,12 @@ def cmd_law(args: argparse.Namespace) -> int:
 
 
 def _register_law(subparsers) -> None:
-    s = subparsers.add_parser("law", help="fit the norm-separation delay law on a sweep (REFERENCE §5)",
-                              description="T_grok vs 1/lambda and vs 1/eta, the delay vs ln(V_mem/V_final)/(eta "
-                                          "lambda), escape times; saved to SWEEP/law.json.")
+    s = subparsers.add_parser(
+        "law",
+        help="fit the norm-separation delay law on a sweep (REFERENCE §5)",
+        description="T_grok vs 1/lambda and vs 1/eta, the delay vs ln(V_mem/V_final)/(eta "
+        "lambda), escape times; saved to SWEEP/law.json.",
+    )
     s.add_argument("sweep", help="sweep directory")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_law)

@@ -800,6 +800,25 @@ def clear_unstarted(path: str | os.PathLike) -> None:
         (path / LOCK_FILE).unlink()
 
 
+def check_writable_file(path: str | os.PathLike) -> Path:
+    """Refuse, before any work is done, an output file that cannot be written: a directory, or a
+    location whose nearest existing parent is not a writable directory. Changes nothing (so a
+    report that would fail at the end fails first, leaving the stored analysis as it was)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InterpError(f"cannot write {path}: it is a directory")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InterpError(f"cannot write {path}: {parent} is not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InterpError(f"cannot write {path}: {parent} is not writable")
+            break
+    if path.exists() and not os.access(path.parent, os.W_OK):
+        raise InterpError(f"cannot write {path}: {path.parent} is not writable")
+    return path
+
+
 def check_new_run_dir(path: str | os.PathLike) -> Path:
     """Refuse a path that cannot become a new run directory (a file, a run or other files in
     it); an unstarted leftover (``is_unstarted``) is accepted. Changes nothing."""

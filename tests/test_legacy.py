@@ -157,13 +157,10 @@ def test_paper_fixture_history_and_unknown_phases(fixture_path, tmp_path):
     assert "assumed     lr=0.001" in info.stdout
 
 
-@pytest.mark.xfail(
-    reason="interp.analysis has to read store.Run.accuracy_history (issue 15 item 1): "
-    "until then analyze measures T_mem / T_grok on the one imported checkpoint",
-    strict=False,
-)
 def test_info_and_analyze_agree_on_an_imported_run(tmp_path):
     import json
+
+    from interp.store import NO_ACCURACY_HISTORY
 
     _paper_file(tmp_path / "paper.pth")
     assert run_cli("import", str(tmp_path / "paper.pth"), "--out", str(tmp_path / "run")).returncode == 0
@@ -171,4 +168,8 @@ def test_info_and_analyze_agree_on_an_imported_run(tmp_path):
     r = run_cli("analyze", str(tmp_path / "run"), "--json")
     assert r.returncode == 0, r.stderr
     ph = json.loads(r.stdout)["phases"]
-    assert (ph["t_mem"], ph["t_grok"]) == (info["T_mem"], info["T_grok"])
+    assert (ph["t_mem"], ph["t_grok"]) == (info["T_mem"], info["T_grok"]) == (NO_ACCURACY_HISTORY,) * 2
+    text = run_cli("analyze", str(tmp_path / "run")).stdout
+    assert f"T_mem            {NO_ACCURACY_HISTORY}" in text and "not reached" not in text
+    at = run_cli("compare", f"{tmp_path / 'run'}@T_mem", str(tmp_path / "run"))
+    assert at.returncode == 2 and NO_ACCURACY_HISTORY in at.stderr

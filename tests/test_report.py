@@ -308,3 +308,16 @@ if __name__ == "__main__":  # check any report by hand
             f"{f['id']:>6} {f['width']:>5.0f} x {f['height']:<5.0f} svgs {f['svgs']} drawn {f['drawn']}  {f['title']}"
         )
     print(f"{len(figs)} figures, {len(res['errors'])} errors, {rep.stat().st_size / 1e6:.1f} MB")
+
+
+def test_failed_report_leaves_the_stored_analysis_as_it_was(quick_run, tmp_path):
+    """An output that cannot be written is refused before the analysis runs (issue 15 item 5)."""
+    from interp.analysis.results import ANALYSIS_FILES
+
+    dst = tmp_path / "run"
+    shutil.copytree(quick_run.path, dst, ignore=shutil.ignore_patterns(".lock", "report.html", *ANALYSIS_FILES))
+    before = sorted(p.name for p in dst.iterdir())
+    for bad in (dst / "metrics.csv" / "r.html", dst / "checkpoints"):  # under a file; a directory
+        r = run_cli("report", str(dst), "-o", str(bad))
+        assert r.returncode == 2 and r.stderr.startswith("interp: error: cannot write"), r.stderr
+    assert sorted(p.name for p in dst.iterdir()) == before  # no analysis.json / analysis.csv written

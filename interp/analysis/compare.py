@@ -105,7 +105,11 @@ def _threshold_epoch(run, column: str) -> Optional[int]:
     """First epoch whose ``column`` (train_acc / test_acc) is >= 0.99: per-epoch metrics when they
     hold the column, else the accuracies of the saved checkpoints."""
     from interp.analysis.phases import ACC_THRESHOLD, first_epoch_reaching
+    from interp.store import NO_ACCURACY_HISTORY
 
+    if not run.accuracy_history:
+        name = "T_mem" if column == "train_acc" else "T_grok"
+        raise InterpError(f"{run.path}: {name} is {NO_ACCURACY_HISTORY}; name a checkpoint by its epoch instead")
     try:
         df = run.metrics()
     except InterpError:

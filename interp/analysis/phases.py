@@ -44,6 +44,7 @@ class Phases:
     cleanup: Optional[tuple[int, int]]
     rule: str = PHASE_RULE
     notes: list[str] = field(default_factory=list)
+    accuracy_history: bool = True  # False: accuracies were never recorded (imported paper files)
 
     @property
     def boundaries(self) -> dict[str, Optional[int]]:
@@ -59,7 +60,20 @@ class Phases:
         for k in ("memorisation", "circuit_formation", "cleanup"):
             d[k] = list(d[k]) if d[k] is not None else None
         d["boundaries"] = self.boundaries
+        if not self.accuracy_history:
+            from interp.store import NO_ACCURACY_HISTORY
+
+            d["t_mem"] = d["t_grok"] = NO_ACCURACY_HISTORY
         return d
+
+    def describe(self, which: str) -> str:
+        """``t_mem`` / ``t_grok`` for people: the epoch, "not reached", or unknown without accuracy history."""
+        if not self.accuracy_history:
+            from interp.store import NO_ACCURACY_HISTORY
+
+            return NO_ACCURACY_HISTORY
+        e = getattr(self, which)
+        return "not reached" if e is None else str(e)
 
 
 def first_epoch_reaching(epochs, values, threshold: float = ACC_THRESHOLD) -> Optional[int]:
@@ -85,18 +99,29 @@ def _fraction_crossing(epochs: np.ndarray, logv: np.ndarray, start: int, frac: f
     return int(epochs[start + hit[0]]) if len(hit) else None
 
 
-def find_phases(table: pd.DataFrame, metrics: Optional[pd.DataFrame] = None) -> Phases:
+def find_phases(table: pd.DataFrame, metrics: Optional[pd.DataFrame] = None, accuracy_history: bool = True) -> Phases:
     """T_mem, T_grok and phase boundaries of a run (see ``PHASE_RULE``).
+
+    ``accuracy_history=False`` (a run whose accuracies were never recorded, e.g. an imported paper
+    file with only its last checkpoint): T_mem, T_grok and the phases are unknown, not "not reached".
 
     ``table``: the analysis table (epoch, train_acc, test_acc, test_loss, restricted_loss, ...).
     ``metrics``: the trainer's per-epoch table; when given (and finite), T_mem / T_grok and the test
     loss peak use its finer resolution.
     """
     notes: list[str] = []
+    if not accuracy_history:
+        notes.append("no accuracy history (accuracies were never recorded): T_mem, T_grok and the phases are unknown")
+        return Phases(None, None, None, None, None, notes=notes, accuracy_history=False)
     t = table.sort_values("epoch").reset_index(drop=True)
     epochs = t["epoch"].to_numpy()
     fine = t
-    if metrics is not None and len(metrics) and metrics["train_acc"].notna().all() and metrics["test_acc"].notna().any():
+    if (
+        metrics is not None
+        and len(metrics)
+        and metrics["train_acc"].notna().all()
+        and metrics["test_acc"].notna().any()
+    ):
         # runs with eval_every > 1 leave the test columns empty between evaluations: NaN never
         # reaches a threshold, so T_grok is the first *evaluated* epoch, and the test-loss peak
         # is taken over evaluated epochs only

@@ -92,7 +92,7 @@ class AnalysisSummary:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["phases"] = self.phases.to_dict()
-        d["T_mem"], d["T_grok"] = self.t_mem, self.t_grok
+        d["T_mem"], d["T_grok"] = d["phases"]["t_mem"], d["phases"]["t_grok"]
         return d
 
 
@@ -262,7 +262,7 @@ def analyze(
         table[col] = [_freq_str(v) for v in table[col]]
 
     view = checkpoint_table(table, metrics)
-    phases = find_phases(view, metrics)
+    phases = find_phases(view, metrics, accuracy_history=run.accuracy_history)
     last = view.iloc[-1]
     final_vals = {
         k: float(last[k]) if k in last.index else math.nan

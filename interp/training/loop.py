@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from interp.analysis import phases
 from interp.analysis.losses import run_loss_and_accuracy
-from interp.config import TrainConfig
+from interp.config import TrainConfig, resolve_device
 from interp.errors import InterpError
 from interp.model import Transformer
 from interp.model.fast import eq_logits
@@ -126,12 +126,6 @@ def retain_freed_memory() -> None:
         libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): keep the default
         pass
-
-
-def resolve_device(name: str) -> str:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InterpError(f"device {name!r} requested but CUDA is not available")
-    return name
 
 
 def train(

@@ -226,8 +226,8 @@ def _summary_html(run, summary, table, metrics) -> str:
     if metrics is not None and len(metrics):
         res.append(("epochs trained", int(metrics["epoch"].iloc[-1])))
     res += [
-        ("T_mem (train acc >= 0.99)", ph.t_mem if ph.t_mem is not None else "not reached"),
-        ("T_grok (test acc >= 0.99)", ph.t_grok if ph.t_grok is not None else "not reached"),
+        ("T_mem (train acc >= 0.99)", ph.describe("t_mem")),
+        ("T_grok (test acc >= 0.99)", ph.describe("t_grok")),
         ("memorisation", _interval(ph.memorisation)),
         ("circuit formation", _interval(ph.circuit_formation)),
         ("cleanup", _interval(ph.cleanup)),
@@ -476,8 +476,10 @@ def build_run_sections(
 def write_report(run, out_path=None, progress: bool = False, max_frames: Optional[int] = None) -> Path:
     """Write the report of ``run`` (a ``store.Run`` or a run directory) to ``out_path`` (default
     ``<run>/report.html``) and return the path. Brings the stored analysis up to date first (incremental)."""
+    from interp.store import check_writable_file
+
     run = _open(run)
-    out = Path(out_path) if out_path is not None else run.path / "report.html"
+    out = check_writable_file(Path(out_path) if out_path is not None else run.path / "report.html")
     sections, errors = build_run_sections(run, progress, max_frames)
     if errors:
         sections[0].intro_html += "".join(f'<p class="small">Not drawn: {esc(e)}</p>' for e in errors)
@@ -596,7 +598,10 @@ def write_comparison_report(a, b, out_path=None) -> Path:
     """Write a report comparing checkpoints ``a`` and ``b`` (``RUN`` or ``RUN@EPOCH`` specs, or
     ``compare.Checkpoint``s) to ``out_path`` (default ``<run of B>/compare/<A>__<B>.html``)."""
     from interp.analysis.compare import output_path
+    from interp.store import check_writable_file
 
+    if out_path is not None:
+        check_writable_file(out_path)
     sections, errors, comp = build_comparison_sections(a, b)
     if errors:
         sections[0].intro_html += "".join(f'<p class="small">Not drawn: {esc(e)}</p>' for e in errors)

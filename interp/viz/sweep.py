@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from interp.errors import InterpError
-from interp.store import SWEEP_RUNS_DIR, Run
+from interp.store import SWEEP_RUNS_DIR, Run, check_writable_file
 from interp.viz.report import FigureItem, Section, _figure, _write, kv_table, render_html
 from interp.viz.style import thin_indices
 
@@ -105,7 +105,7 @@ def write_sweep_report(sweep: str | os.PathLike, out_path: Optional[str | os.Pat
     sweep = Path(sweep)
     spec, body = open_sweep(sweep)
     index = read_index(sweep)
-    out = Path(out_path) if out_path else sweep / "report.html"
+    out = check_writable_file(Path(out_path) if out_path else sweep / "report.html")
     errors: list[str] = []
     axes = spec.axes
     runs = sweep / SWEEP_RUNS_DIR
