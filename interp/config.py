@@ -332,8 +332,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     # paper's split), lr 3e-3, weight decay 1. Tuned with a 12-run sweep (frac_train 0.3/0.4/0.5 x
     # wd 1/3 x lr 1e-3/3e-3, seed 999): this setting memorised at epoch 88 and grokked at 550; test
     # metrics every 10 epochs.
-    "small": dict(run_name="small", p=59, frac_train=0.5, d_model=64, n_heads=4, d_head=16, d_mlp=256, lr=3e-3,
-                  weight_decay=1.0, epochs=5000, stop_after_grok=500, checkpoint_every=100, eval_every=10),
+    "small": dict(
+        run_name="small",
+        p=59,
+        frac_train=0.5,
+        d_model=64,
+        n_heads=4,
+        d_head=16,
+        d_mlp=256,
+        lr=3e-3,
+        weight_decay=1.0,
+        epochs=5000,
+        stop_after_grok=500,
+        checkpoint_every=100,
+        eval_every=10,
+    ),
     # Memorisation: the canonical recipe without weight decay never generalises in budget.
     "memorise": dict(run_name="memorise", weight_decay=0.0, epochs=2000),
 }

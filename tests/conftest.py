@@ -12,16 +12,29 @@ FIXTURE = REPO.parent / "shared" / "fixtures" / "pmp_low_precision_mod_addition.
 
 def tiny_config(**kw) -> TrainConfig:
     """A run small enough for unit tests (a few ms per epoch)."""
-    base = dict(run_name="tiny", p=13, frac_train=0.5, d_model=16, n_heads=2, d_head=8, d_mlp=32,
-                epochs=60, checkpoint_every=20, log_checkpoints_until=8, lr=3e-3, weight_decay=1.0)
+    base = dict(
+        run_name="tiny",
+        p=13,
+        frac_train=0.5,
+        d_model=16,
+        n_heads=2,
+        d_head=8,
+        d_mlp=32,
+        epochs=60,
+        checkpoint_every=20,
+        log_checkpoints_until=8,
+        lr=3e-3,
+        weight_decay=1.0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the installed CLI as a user would (a separate process)."""
-    return subprocess.run([sys.executable, "-m", "interp.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "interp.cli", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="session")

@@ -69,7 +69,9 @@ def test_metrics_evaluated_every_tenth_epoch_give_t_grok_at_that_resolution():
     test_loss = np.where(e >= 13_995, 1e-7, test_loss)
     test_acc[e % 10 != 0] = np.nan
     test_loss[e % 10 != 0] = np.nan
-    metrics = pd.DataFrame(dict(epoch=e, train_acc=np.where(e >= 257, 1.0, 0.5), test_acc=test_acc, test_loss=test_loss))
+    metrics = pd.DataFrame(
+        dict(epoch=e, train_acc=np.where(e >= 257, 1.0, 0.5), test_acc=test_acc, test_loss=test_loss)
+    )
     ph = find_phases(grokking_table(), metrics)
     assert (ph.t_mem, ph.t_grok) == (257, 14_000)
     assert ph.memorisation == (0, 1400)

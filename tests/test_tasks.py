@@ -9,8 +9,10 @@ def test_is_prime():
     assert [n for n in range(30) if is_prime(n)] == [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]
 
 
-@pytest.mark.parametrize("task,op", [("add", lambda a, b, p: (a + b) % p), ("sub", lambda a, b, p: (a - b) % p),
-                                     ("mul", lambda a, b, p: (a * b) % p)])
+@pytest.mark.parametrize(
+    "task,op",
+    [("add", lambda a, b, p: (a + b) % p), ("sub", lambda a, b, p: (a - b) % p), ("mul", lambda a, b, p: (a * b) % p)],
+)
 def test_labels_match_definition(task, op):
     p = 7
     toks = all_pairs(p)
@@ -36,7 +38,9 @@ def test_split_is_seeded_disjoint_and_complete():
     assert torch.equal(torch.cat([s1.train, s1.test]).sort().values, torch.arange(113 * 113))
 
 
-@pytest.mark.parametrize("task,p,msg", [("add", 1, "p must be"), ("mul", 12, "prime"), ("div", 9, "prime"), ("pow", 7, "unknown task")])
+@pytest.mark.parametrize(
+    "task,p,msg", [("add", 1, "p must be"), ("mul", 12, "prime"), ("div", 9, "prime"), ("pow", 7, "unknown task")]
+)
 def test_bad_tasks(task, p, msg):
     with pytest.raises(InterpError, match=msg):
         validate_task(task, p)
