@@ -119,6 +119,24 @@ def is_temp_file(name: str) -> bool:
     return bool(re.fullmatch(r"\..+\.tmp\d+", name))
 
 
+def remove_stale_temp_files(run_dir: str | os.PathLike) -> list[str]:
+    """Remove the temp files a killed writer left in a run directory and its checkpoints folder.
+
+    Call it only while holding the run's lock (``RunLock``): then no other process is writing, so
+    every temp file is a leftover of a SIGKILL during an atomic write. Returns the names removed.
+    """
+    removed = []
+    for d in (Path(run_dir), Path(run_dir) / CKPT_DIR):
+        if not d.is_dir():
+            continue
+        for f in d.iterdir():
+            if is_temp_file(f.name) and f.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()
+                removed.append(f.name)
+    return removed
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
 

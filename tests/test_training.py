@@ -158,3 +158,15 @@ def test_init_scale_and_constant_norm(tmp_path):
     )
     sq = const.metrics()["sq_total"].to_numpy()
     assert abs(sq / sq[0] - 1).max() < 1e-5  # ||theta|| held at its initial value every epoch
+
+
+def test_resume_removes_temp_files_a_killed_writer_left(tmp_path):
+    """A SIGKILL during an atomic write leaves `.<name>.tmp<pid>`; the next trainer (holding the
+    lock, so no writer is alive) removes it, and the run directory then equals an uninterrupted one."""
+    cfg = _p31(epochs=40, checkpoint_every=20)
+    run = train(cfg, tmp_path / "r", progress=False, max_epochs_this_call=25)
+    (run.path / "checkpoints" / ".epoch_000040.safetensors.tmp99999").write_bytes(b"torn")
+    (run.path / ".metrics.csv.tmp99998").write_bytes(b"torn")
+    train(None, run.path, resume=True, progress=False)
+    names = {p.name for p in run.path.rglob("*")}
+    assert not any(".tmp" in n for n in names)

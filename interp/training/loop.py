@@ -59,6 +59,7 @@ from interp.store import (
     RunLock,
     load_tensors,
     new_run_dir,
+    remove_stale_temp_files,
     save_checkpoint,
     save_tensors,
     verify_resumable,
@@ -337,6 +338,7 @@ def _open_member(cfg: TrainConfig, out: Path, resume: bool, max_epochs_this_call
         metrics = MetricsWriter(metrics_path, columns)
         write_config(out, cfg)
     else:
+        remove_stale_temp_files(out)  # we hold the lock: temp files are leftovers of a killed writer
         run = Run.open(out)
         split = run.split
         if (out / OPTIMIZER_FILE).exists():
