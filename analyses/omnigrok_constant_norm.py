@@ -63,11 +63,14 @@ def main() -> None:
         m = Run.open(Path(args.sweep_dir) / SWEEP_RUNS_DIR / r["run"]).metrics()
         tr = norm_trajectory(m)
         traj[name] = tr
-        t_mem, t_grok = r["T_mem"], r["T_grok"]
-        gap = None if t_mem != t_mem or t_grok != t_grok else float(t_grok - t_mem)  # NaN-safe
+        import pandas as pd
+
+        t_mem = None if pd.isna(r["T_mem"]) else int(r["T_mem"])
+        t_grok = None if pd.isna(r["T_grok"]) else int(r["T_grok"])
+        gap = None if t_mem is None or t_grok is None else float(t_grok - t_mem)
         res[name] = {
-            "T_mem": None if t_mem != t_mem else int(t_mem),
-            "T_grok": None if t_grok != t_grok else int(t_grok),
+            "T_mem": t_mem,
+            "T_grok": t_grok,
             "gap": gap,
             "norm_init": float(tr["norm"].iloc[0]),
             "norm_max": float(tr["norm"].max()),
