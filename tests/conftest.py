@@ -10,6 +10,10 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO.parent / "shared" / "fixtures" / "pmp_low_precision_mod_addition.pth"
 
 
+# the shape of tiny_config() as `interp train` flags, for tests that go through the command line
+TINY_CLI = ["--p", "13", "--frac-train", "0.5", "--d-model", "16", "--n-heads", "2", "--d-head", "8", "--d-mlp", "32"]
+
+
 def tiny_config(**kw) -> TrainConfig:
     """A run small enough for unit tests (a few ms per epoch)."""
     base = dict(

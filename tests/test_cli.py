@@ -1,7 +1,7 @@
 """Bad input through the real CLI: one line on stderr, non-zero exit, nothing saved is touched."""
 
 import pytest
-from conftest import run_cli, tiny_config
+from conftest import TINY_CLI, run_cli, tiny_config
 
 from interp.training.loop import train
 
@@ -233,18 +233,7 @@ def test_resume_flags_are_never_ignored(tmp_path):
         "--no-progress",
         "--run-name",
         "tiny",
-        "--p",
-        "13",
-        "--frac-train",
-        "0.5",
-        "--d-model",
-        "16",
-        "--n-heads",
-        "2",
-        "--d-head",
-        "8",
-        "--d-mlp",
-        "32",
+        *TINY_CLI,
         "--checkpoint-every",
         "20",
         "--log-checkpoints-until",

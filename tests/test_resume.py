@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, tiny_config
+from conftest import REPO, TINY_CLI, tiny_config
 
 from interp.store import Run, load_tensors
 from interp.training.loop import train
@@ -31,18 +31,7 @@ def test_resume_after_interruption_is_bit_identical(tmp_path):
 
 def test_sigkill_mid_training_then_resume(tmp_path):
     args = [
-        "--p",
-        "13",
-        "--frac-train",
-        "0.5",
-        "--d-model",
-        "16",
-        "--n-heads",
-        "2",
-        "--d-head",
-        "8",
-        "--d-mlp",
-        "32",
+        *TINY_CLI,
         "--epochs",
         "3000",
         "--checkpoint-every",
@@ -108,18 +97,7 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path):
 # --- issue 15: ten SIGKILLs, a full disk -------------------------------------------------------
 
 _FLAGS = [
-    "--p",
-    "13",
-    "--frac-train",
-    "0.5",
-    "--d-model",
-    "16",
-    "--n-heads",
-    "2",
-    "--d-head",
-    "8",
-    "--d-mlp",
-    "32",
+    *TINY_CLI,
     "--epochs",
     "1500",
     "--checkpoint-every",
