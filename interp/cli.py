@@ -554,6 +554,50 @@ def _register_law(subparsers) -> None:
     s.set_defaults(func=cmd_law)
 
 
+def cmd_phases(args: argparse.Namespace) -> int:
+    from interp.theory.phase_diagram import PHASES, phase_grid, sweep_phases, write_phases
+
+    table = sweep_phases(args.sweep, tau=args.tau, budget=args.budget, threshold=args.threshold)
+    grid = phase_grid(table, args.x, args.y)
+    out = write_phases(args.sweep, table, grid)
+    if args.json:
+        print(out.read_text(), end="")
+        return 0
+    r = table.rule
+    print(
+        f"phases of {args.sweep}: {len(table.runs)} runs (budget {r.budget} epochs, tau {r.tau}, "
+        f"accuracy >= {r.threshold})" + (f"; {len(table.skipped)} unfinished runs left out" if table.skipped else "")
+    )
+    print("runs per phase: " + ", ".join(f"{p} {table.counts()[p]}" for p in PHASES))
+    print(f"majority phase per cell ({grid.y} down, {grid.x} across; other axes pooled):")
+    print(grid.format_table())
+    print(f"saved to {out}")
+    return 0
+
+
+def _register_phases(subparsers) -> None:
+    s = subparsers.add_parser(
+        "phases",
+        help="phase diagram of a sweep: comprehension, grokking, memorisation, confusion (REFERENCE §6)",
+        description="Classify every finished run of SWEEP by t_train / t_test (first epoch with train / test "
+        "accuracy >= the threshold) and draw the majority phase over two swept axes, other axes (seeds) "
+        "pooled; saved to SWEEP/phases.json.",
+    )
+    s.add_argument("sweep", help="sweep directory")
+    s.add_argument("--x", metavar="AXIS", help="axis across (default: the swept axes other than seed)")
+    s.add_argument("--y", metavar="AXIS", help="axis down")
+    s.add_argument(
+        "--tau",
+        type=int,
+        help="gap t_test - t_train (epochs) from which a run groks (default 1000, the paper's, for budgets of "
+        "1e4-1e5; the small preset groks within hundreds of epochs: try budget / 10)",
+    )
+    s.add_argument("--budget", type=int, help="epochs B: reached later counts as never (default: the runs' epochs)")
+    s.add_argument("--threshold", type=float, help="accuracy that counts as reached (default 0.9)")
+    s.add_argument("--json", action="store_true", help="print phases.json instead of the table")
+    s.set_defaults(func=cmd_phases)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from interp import __version__
 
@@ -588,6 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_report(sub)
     _register_sweep(sub)
     _register_law(sub)
+    _register_phases(sub)
     return parser
 
 
