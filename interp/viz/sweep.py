@@ -1,5 +1,6 @@
-"""The sweep report: T_grok against every swept hyperparameter, the delay-law fits, every run's norm
-trajectory on one figure, and a table of runs linking their own reports (``interp report SWEEP``).
+"""The sweep report: T_grok against every swept hyperparameter, the delay-law fits, the phase diagram
+(when the sweep has two swept axes besides seed), every run's norm trajectory on one figure, and a
+table of runs linking their own reports (``interp report SWEEP``).
 
 Reads the sweep's index and the runs' metrics only (no model is loaded); the fits are those of
 ``interp.theory.delay_law``.
@@ -19,9 +20,18 @@ import plotly.graph_objects as go
 from interp.errors import InterpError
 from interp.store import SWEEP_RUNS_DIR, Run, check_writable_file
 from interp.viz.report import FigureItem, Section, _figure, _write, kv_table, render_html
-from interp.viz.style import thin_indices
+from interp.viz.style import _esc, thin_indices
 
 MAX_TRAJECTORIES = 200
+# The four phases of the effective theory (REFERENCE §6), one categorical colour each: green for
+# comprehension, orange for grokking, blue for memorisation (as style.PHASE_COLORS shades a run's
+# memorisation), grey for confusion.
+PHASE_DIAGRAM_COLORS = {
+    "comprehension": "#2ca02c",
+    "grokking": "#ff7f0e",
+    "memorisation": "#6baed6",
+    "confusion": "#bdbdbd",
+}
 
 
 def t_grok_figure(index: pd.DataFrame, axis: str) -> go.Figure:
@@ -46,6 +56,129 @@ def t_grok_figure(index: pd.DataFrame, axis: str) -> go.Figure:
     numeric = pd.api.types.is_numeric_dtype(x) and (x > 0).all() and x.max() / max(x.min(), 1e-300) > 20
     fig.update_layout(xaxis_title=axis, yaxis_title="epoch", xaxis_type="log" if numeric else None, height=380)
     return fig
+
+
+def _is_log_spaced(values) -> bool:
+    """Positive numbers spanning a decade or more: drawn on a log axis."""
+    v = np.asarray(values)
+    if v.dtype.kind not in "iuf" or len(v) < 2:
+        return False
+    return bool((v > 0).all() and v.max() / v.min() >= 10)
+
+
+def _edges(values) -> np.ndarray:
+    """Cell edges around sorted log-spaced centres: geometric midpoints, one half-step beyond each end."""
+    lv = np.log10(np.asarray(values, dtype=float))
+    mid = (lv[1:] + lv[:-1]) / 2
+    return 10 ** np.concatenate([[lv[0] - (mid[0] - lv[0])], mid, [lv[-1] + (lv[-1] - mid[-1])]])
+
+
+def _fmt_axis(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def phase_figure(grid) -> go.Figure:
+    """The phase diagram: one cell per (x, y), coloured by its majority phase and labelled
+    ``phase (n/m)``; a log axis where the values are log-spaced, otherwise one column per value."""
+    from interp.theory.phase_diagram import PHASES
+
+    xs, ys = grid.x_values, grid.y_values
+    cells = grid.cells.set_index([grid.x, grid.y])
+    z = np.full((len(ys), len(xs)), np.nan)
+    text = np.full((len(ys), len(xs)), "", dtype=object)
+    hover = np.full((len(ys), len(xs)), "no run", dtype=object)
+    for i, yv in enumerate(ys):
+        for j, xv in enumerate(xs):
+            if (xv, yv) not in cells.index:
+                continue
+            c = cells.loc[(xv, yv)]
+            z[i, j] = PHASES.index(c["phase"])
+            text[i, j] = f"{c['phase']}<br>({int(c[c['phase']])}/{int(c['n'])})" + (" tie" if c["tie"] else "")
+            where = f"{_esc(grid.x)} {_esc(_fmt_axis(xv))}, {_esc(grid.y)} {_esc(_fmt_axis(yv))}"
+            hover[i, j] = where + "<br>" + ", ".join(f"{p} {int(c[p])}" for p in PHASES if c[p])
+    # a discrete colour scale: phase k fills [k/4, (k+1)/4] of the colour range 0..3
+    n = len(PHASES)
+    scale = []
+    for k, p in enumerate(PHASES):
+        scale += [[k / n, PHASE_DIAGRAM_COLORS[p]], [(k + 1) / n, PHASE_DIAGRAM_COLORS[p]]]
+    axes = {}
+    coords = {}
+    for name, values in (("x", xs), ("y", ys)):
+        label = grid.x if name == "x" else grid.y
+        if _is_log_spaced(values):
+            coords[name] = _edges(values)
+            axes[f"{name}axis"] = dict(title=_esc(label), type="log")
+        else:
+            coords[name] = [_esc(_fmt_axis(v)) for v in values]
+            axes[f"{name}axis"] = dict(title=_esc(label), type="category")
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=coords["x"],
+            y=coords["y"],
+            text=text,
+            texttemplate="%{text}",
+            textfont={"size": 10},
+            customdata=hover,
+            hovertemplate="%{customdata}<extra></extra>",
+            colorscale=scale,
+            zmin=-0.5,
+            zmax=n - 0.5,
+            xgap=1,
+            ygap=1,
+            colorbar=dict(tickvals=list(range(n)), ticktext=list(PHASES), title="phase"),
+        )
+    )
+    r = grid.rule
+    fig.update_layout(
+        height=120 + 60 * len(ys),
+        title=f"majority phase per cell (budget {r.budget}, tau {r.tau}, accuracy >= {r.threshold:g})",
+        **axes,
+    )
+    return fig
+
+
+def _phase_section(sweep: Path, errors: list[str]) -> Optional[Section]:
+    """The phase diagram, when the sweep has two swept axes besides seed (with the rule and axes of
+    ``interp phases`` where it was run: SWEEP/phases.json), else None."""
+    import json
+
+    from interp.theory.phase_diagram import SWEEP_PHASES_FILE, TAU_NOTE, phase_grid, sweep_phases
+    from interp.training.sweep import open_sweep
+
+    spec, _ = open_sweep(sweep)
+    points = spec.grid_points()
+    swept = [a for a in spec.axes if a != "seed" and len({repr(q.get(a)) for q in points}) > 1]
+    if len(swept) < 2:
+        return None
+    saved: dict = {}
+    try:
+        saved = json.loads((sweep / SWEEP_PHASES_FILE).read_text())
+    except (OSError, ValueError):
+        pass
+    rule, where = saved.get("rule") or {}, saved.get("grid") or {}
+    try:
+        table = sweep_phases(sweep, tau=rule.get("tau"), budget=rule.get("budget"), threshold=rule.get("threshold"))
+        grid = phase_grid(table, where.get("x"), where.get("y"))
+    except InterpError as e:
+        return Section("Phase diagram (interp phases)", f'<div class="error">{html.escape(str(e))}</div>')
+    counts = ", ".join(f"{p} {n}" for p, n in table.counts().items())
+    intro = kv_table(
+        [
+            ("rule", "t_train / t_test: first epoch with train / test accuracy >= threshold; see REFERENCE §6"),
+            ("budget, tau, threshold", f"{grid.rule.budget}, {grid.rule.tau}, {grid.rule.threshold:g}"),
+            ("runs per phase", counts),
+            ("unfinished (left out)", len(table.skipped)),
+        ]
+    )
+    fig = _figure(
+        f"{grid.y} against {grid.x}",
+        "each cell: the majority phase of its runs (other axes, such as seeds, pooled) and how many runs it "
+        "holds; `interp phases SWEEP --tau N` sets the rule used here. " + TAU_NOTE,
+        lambda: phase_figure(grid),
+        errors,
+    )
+    return Section("Phase diagram (interp phases)", intro, [fig])
 
 
 def norm_figure(trajectories: dict[str, pd.DataFrame]) -> go.Figure:
@@ -157,6 +290,9 @@ def write_sweep_report(sweep: str | os.PathLike, out_path: Optional[str | os.Pat
     except InterpError as e:
         law_html, figs = f'<div class="error">{html.escape(str(e))}</div>', []
     sections.append(Section("Delay law (interp law)", law_html, figs))
+    phase_section = _phase_section(sweep, errors)
+    if phase_section is not None:
+        sections.append(phase_section)
     sections.append(
         Section(
             "Weight norm of every run",
