@@ -66,20 +66,14 @@ def _is_log_spaced(values) -> bool:
     return bool((v > 0).all() and v.max() / v.min() >= 10)
 
 
-def _edges(values) -> np.ndarray:
-    """Cell edges around sorted log-spaced centres: geometric midpoints, one half-step beyond each end."""
-    lv = np.log10(np.asarray(values, dtype=float))
-    mid = (lv[1:] + lv[:-1]) / 2
-    return 10 ** np.concatenate([[lv[0] - (mid[0] - lv[0])], mid, [lv[-1] + (lv[-1] - mid[-1])]])
-
-
 def _fmt_axis(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def phase_figure(grid) -> go.Figure:
     """The phase diagram: one cell per (x, y), coloured by its majority phase and labelled
-    ``phase (n/m)``; a log axis where the values are log-spaced, otherwise one column per value."""
+    ``phase (n/m)``; a log axis where the values are log-spaced (positive, a decade or more),
+    otherwise one column per value."""
     from interp.theory.phase_diagram import PHASES
 
     xs, ys = grid.x_values, grid.y_values
@@ -106,8 +100,15 @@ def phase_figure(grid) -> go.Figure:
     for name, values in (("x", xs), ("y", ys)):
         label = grid.x if name == "x" else grid.y
         if _is_log_spaced(values):
-            coords[name] = _edges(values)
-            axes[f"{name}axis"] = dict(title=_esc(label), type="log")
+            # drawn at log10 of the value, labelled with the value: a log axis whose cells are
+            # centred on the swept values (plotly's own log axis centres a heatmap's cells on
+            # arithmetic midpoints and labels 7, 8, 9 between decades)
+            coords[name] = np.log10(np.asarray(values, dtype=float))
+            axes[f"{name}axis"] = dict(
+                title=_esc(f"{label} (log scale)"),
+                tickvals=coords[name],
+                ticktext=[_esc(_fmt_axis(v)) for v in values],
+            )
         else:
             coords[name] = [_esc(_fmt_axis(v)) for v in values]
             axes[f"{name}axis"] = dict(title=_esc(label), type="category")
