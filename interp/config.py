@@ -25,6 +25,8 @@ MAX_P = 2000  # p^2 pairs are evaluated at once
 MAX_LR = 10.0
 MAX_INIT_STD = 10.0
 MAX_EPOCHS = 10_000_000
+MAX_BATCH = 1_000_000
+MAX_GROKFAST_WINDOW = 10_000
 
 
 def check_field_types(cfg: Any) -> None:
@@ -192,6 +194,14 @@ class TrainConfig:
     init_scale: float = 1.0  # Omnigrok's alpha: every parameter multiplied by it after init
     constant_norm: bool = False  # after every step rescale all parameters jointly to target_norm
     target_norm: Optional[float] = None  # None: the norm right after init (and init_scale)
+    # minibatches of batch_size pairs sampled with replacement, one optimiser step per epoch;
+    # None = full batch. Train metrics are then measured on the whole train set at evaluated epochs.
+    batch_size: Optional[int] = None
+    # Grokfast gradient filter (Lee et al. 2024; REFERENCE §7): None, "ema" or "ma"
+    grokfast: Optional[str] = None
+    grokfast_alpha: float = 0.98  # EMA momentum a
+    grokfast_lamb: Optional[float] = None  # amplification lambda; None: 2 for ema, 5 for ma (the paper's)
+    grokfast_window: int = 100  # MA window w
     device: str = "cpu"
     notes: str = ""
 
@@ -260,8 +270,29 @@ class TrainConfig:
             raise InterpError(f"init_scale must lie in (0, 1e6), got {self.init_scale}")
         if self.target_norm is not None and not (0 < self.target_norm < 1e12):
             raise InterpError(f"target_norm must lie in (0, 1e12), got {self.target_norm}")
+        if self.batch_size is not None and not (1 <= self.batch_size <= MAX_BATCH):
+            raise InterpError(
+                f"batch_size must lie in [1, {MAX_BATCH:,}] or be null (full batch), got {self.batch_size}"
+            )
+        if self.grokfast is not None and self.grokfast not in GROKFAST_FILTERS:
+            raise InterpError(f"grokfast must be one of {', '.join(GROKFAST_FILTERS)} or null, got {self.grokfast!r}")
+        if not (0.0 <= self.grokfast_alpha < 1.0):
+            raise InterpError(f"grokfast_alpha must lie in [0, 1), got {self.grokfast_alpha}")
+        if self.grokfast_lamb is not None and not (0.0 <= self.grokfast_lamb <= 1e3):
+            raise InterpError(f"grokfast_lamb must lie in [0, 1000], got {self.grokfast_lamb}")
+        if not (1 <= self.grokfast_window <= MAX_GROKFAST_WINDOW):
+            raise InterpError(f"grokfast_window must lie in [1, {MAX_GROKFAST_WINDOW}], got {self.grokfast_window}")
         check_device_name(self.device)
         return self
+
+    @property
+    def resolved_grokfast_lamb(self) -> float:
+        """Grokfast's amplification: as given, else the paper's (2 for EMA, 5 for MA); 0 without a filter."""
+        if self.grokfast is None:
+            return 0.0
+        if self.grokfast_lamb is not None:
+            return self.grokfast_lamb
+        return GROKFAST_DEFAULT_LAMB[self.grokfast]
 
     def checkpoint_epochs(self) -> list[int]:
         """The checkpoint schedule: log-spaced early, every ``checkpoint_every``, and the last epoch."""
@@ -303,7 +334,19 @@ NOT_HASHED = ("run_name", "device", "notes", "epochs", "stop_after_grok", "eval_
 # The one definition of "fields that may change on resume": a resumed run may be trained longer,
 # stop at another point after grokking, evaluate at another interval or move to another device.
 RESUME_OVERRIDABLE = ("epochs", "stop_after_grok", "device", "eval_every")
-HASH_IF_SET = {"optimizer": "adamw", "init_scale": 1.0, "constant_norm": False, "target_norm": None}
+HASH_IF_SET = {
+    "optimizer": "adamw",
+    "init_scale": 1.0,
+    "constant_norm": False,
+    "target_norm": None,
+    "batch_size": None,
+    "grokfast": None,
+    "grokfast_alpha": 0.98,
+    "grokfast_lamb": None,
+    "grokfast_window": 100,
+}
+GROKFAST_FILTERS = ("ema", "ma")
+GROKFAST_DEFAULT_LAMB = {"ema": 2.0, "ma": 5.0}  # Lee et al. 2024 (REFERENCE §7)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # REFERENCE §1. Cleanup continues well after test accuracy reaches 99% (neurons become

@@ -10,8 +10,8 @@ from conftest import tiny_config
 
 from interp.errors import InterpError
 from interp.store import Run, load_tensors
-from interp.training.loop import train, train_ensemble
-from interp.training.optim import EnsembleOptimizer, MemberOptim, project_norm, squared_norms
+from interp.training.loop import BATCH_BLOCK, batch_rows, train, train_ensemble
+from interp.training.optim import EnsembleOptimizer, MemberFilter, MemberOptim, project_norm, squared_norms
 
 
 def _weights(run: Run, epoch: int) -> dict[str, torch.Tensor]:
@@ -170,3 +170,92 @@ def test_resume_removes_temp_files_a_killed_writer_left(tmp_path):
     train(None, run.path, resume=True, progress=False)
     names = {p.name for p in run.path.rglob("*")}
     assert not any(".tmp" in n for n in names)
+
+
+def _grokfast_reference(kind, alpha, lamb, window, grads_seq):
+    """Grokfast by its definition (REFERENCE §7), one member, one gradient list per step."""
+    out, mu, history = [], None, []
+    for g in grads_seq:
+        if kind == "ema":
+            mu = g.clone() if mu is None else alpha * mu + (1 - alpha) * g
+            out.append(g + lamb * mu)
+        elif kind == "ma":
+            history = (history + [g])[-window:]
+            out.append(g + lamb * torch.stack(history).mean(0) if len(history) == window else g)
+        else:
+            out.append(g)
+    return out
+
+
+def test_grokfast_filters_follow_their_definition_per_member():
+    """Members with EMA, MA (two windows) and no filter in one ensemble: each gets AdamW on its own
+    filtered gradient."""
+    g = torch.Generator().manual_seed(1)
+    members = [
+        MemberFilter("ema", 0.9, 2.0, 4),
+        MemberFilter("ma", 0.98, 5.0, 4),
+        MemberFilter("ma", 0.98, 3.0, 3),  # its own, shorter window
+        MemberFilter(None, 0.98, 0.0, 4),
+    ]
+    R, steps = len(members), 12
+    init = torch.randn(R, 6, generator=g)
+    P = {"w": init.clone().requires_grad_(True)}
+    ours = EnsembleOptimizer(P, [MemberOptim("adamw", 0.9, 0.98, 0.5)] * R, members)
+    grads = [torch.randn(R, 6, generator=g) for _ in range(steps)]
+    for gr in grads:
+        P["w"].grad = gr.clone()
+        ours.step([1e-2] * R)
+    for r, m in enumerate(members):
+        filtered = _grokfast_reference(m.kind, m.alpha, m.lamb, m.window, [gr[r] for gr in grads])
+        prm = init[r].clone().requires_grad_(True)
+        opt = torch.optim.AdamW([prm], lr=1e-2, betas=(0.9, 0.98), weight_decay=0.5, fused=True)
+        for f in filtered:
+            prm.grad = f
+            opt.step()
+        assert torch.allclose(P["w"][r], prm, rtol=1e-5, atol=1e-6), m.kind
+
+
+def test_grokfast_and_minibatch_runs_resume_bit_identically_and_equal_single_runs(tmp_path):
+    """Filter state and batch draws live in the run directory's files: an interrupted ensemble resumes
+    to the uninterrupted one, and each member equals its run trained alone."""
+    for name, variants in {
+        "grokfast": [dict(grokfast="ema"), dict(grokfast="ma", grokfast_window=8, seed=4)],
+        "minibatch": [dict(batch_size=64, eval_every=5), dict(batch_size=64, eval_every=5, seed=4, lr=1e-3)],
+    }.items():
+        cfgs = [_p31(run_name=f"m{i}", epochs=60, checkpoint_every=20, **kw) for i, kw in enumerate(variants)]
+        full = train_ensemble(cfgs, [tmp_path / name / "full" / c.run_name for c in cfgs])
+        dirs = [tmp_path / name / "part" / c.run_name for c in cfgs]
+        train_ensemble(cfgs, dirs, max_epochs_this_call=30)  # resumable from 20
+        resumed = train_ensemble(cfgs, dirs, resume=True)
+        for cfg, f, r in zip(cfgs, full, resumed):
+            single = train(cfg, tmp_path / name / "single" / cfg.run_name, progress=False)
+            for other in (r, single):
+                a, b = _weights(f, 60), _weights(other, 60)
+                assert all(torch.equal(a[k], b[k]) for k in a), (name, cfg.run_name)
+                pd.testing.assert_frame_equal(f.metrics(), other.metrics(), check_exact=True)
+
+
+def test_minibatch_draws_with_replacement_and_measures_the_whole_train_set(tmp_path):
+    cfg = _p31(batch_size=100, epochs=300, eval_every=10, checkpoint_every=50)
+    rows = batch_rows(cfg, 480, 0)
+    assert rows.shape == (BATCH_BLOCK, 100) and 0 <= rows.min() and rows.max() < 480
+    assert torch.equal(rows, batch_rows(cfg, 480, 0)) and not torch.equal(rows, batch_rows(cfg, 480, 1))
+    assert any(len(set(r.tolist())) < 100 for r in rows)  # with replacement: repeats occur
+    df = train(cfg, tmp_path / "r", progress=False).metrics()
+    measured = df["train_acc"].notna()
+    assert measured.equals(df["test_acc"].notna())  # train metrics on the full set exactly where test ones are
+    assert df.loc[measured, "train_loss"].iloc[-1] < 0.8 * df.loc[measured, "train_loss"].iloc[0]  # it learns
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("batch_size", 0, "batch_size must lie in"),
+        ("grokfast", "sma", "grokfast must be one of ema, ma"),
+        ("grokfast_alpha", 1.0, "grokfast_alpha must lie in"),
+        ("grokfast_window", 0, "grokfast_window must lie in"),
+    ],
+)
+def test_minibatch_and_grokfast_options_are_validated(field, value, message):
+    with pytest.raises(InterpError, match=message):
+        _p31(**{field: value})

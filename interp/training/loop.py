@@ -17,6 +17,13 @@ row and provides the gradient of step E + 1. Test metrics are computed every ``e
 epochs, at every checkpoint and at the last epoch (other rows leave them empty); T_grok is the
 first evaluated epoch with test accuracy >= 0.99, so its resolution is ``eval_every``.
 
+Minibatches (``batch_size``, REFERENCE §5's setup): each epoch is one optimiser step on
+``batch_size`` train pairs drawn with replacement (``batch_rows``: seeded by the run's seeds and
+the step, so resume and ensembles draw what a single uninterrupted run draws). Train loss and
+accuracy are then measured on the whole train set at evaluated epochs, like the test metrics, so
+T_mem keeps its meaning; other rows leave them empty. Grokfast filters (``grokfast``) act on the
+gradient between backward and the update (``interp.training.optim.GrokfastFilter``).
+
 The loss is a float64 log-softmax because late-training losses reach 1e-7, below float32's
 resolution next to 1.
 
@@ -29,6 +36,7 @@ all continue together. A single run is bit-identical to the earlier single-model
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -67,7 +75,7 @@ from interp.store import (
     write_split,
 )
 from interp.tasks import labels, make_split
-from interp.training.optim import EnsembleOptimizer, MemberOptim, project_norm, squared_norms
+from interp.training.optim import EnsembleOptimizer, MemberFilter, MemberOptim, project_norm, squared_norms
 
 GROK_ACC = phases.ACC_THRESHOLD  # T_grok's threshold, defined once in interp.analysis.phases
 
@@ -85,6 +93,7 @@ ENSEMBLE_FIELDS = (
     "checkpoint_every",
     "log_checkpoints_until",
     "eval_every",
+    "batch_size",  # full batch and minibatch members step differently
 )
 
 
@@ -108,6 +117,22 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     if cfg.warmup_steps > 0:
         return cfg.lr * min(1.0, step / cfg.warmup_steps)
     return cfg.lr
+
+
+BATCH_BLOCK = 128  # optimiser steps whose minibatches are drawn together
+
+
+def batch_rows(cfg: TrainConfig, n_train: int, block: int) -> Int[Tensor, "step batch"]:
+    """Rows of the train set that steps ``block * BATCH_BLOCK + 1 ..`` use: ``batch_size`` each, with replacement.
+
+    The draw depends only on the run's seeds and the block number (a generator seeded from
+    ``seed``, ``data_seed`` and ``block``), so a resumed run draws the batches an uninterrupted one
+    draws, and a member of an ensemble the ones it would draw alone.
+    """
+    digest = hashlib.sha256(f"batches:{cfg.seed}:{cfg.data_seed}:{block}".encode()).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    u = torch.rand(BATCH_BLOCK, cfg.batch_size, generator=gen, dtype=torch.float64)
+    return (u * n_train).long().clamp_(max=n_train - 1)
 
 
 def retain_freed_memory() -> None:
@@ -274,6 +299,10 @@ class _Member:
         wd = self.cfg.weight_decay
         return MemberOptim(self.cfg.optimizer, self.cfg.beta1, self.cfg.beta2, wd)
 
+    def filter(self) -> MemberFilter:
+        c = self.cfg
+        return MemberFilter(c.grokfast, c.grokfast_alpha, c.resolved_grokfast_lamb, c.grokfast_window)
+
     def evaluates(self, epoch: int) -> bool:
         return epoch % self.cfg.eval_every == 0 or epoch in self.schedule or epoch >= self.final_epoch
 
@@ -391,6 +420,8 @@ class _Engine:
         self.device = device
         self.on_progress = on_progress or (lambda e: None)
         self.mcfg = members[0].cfg.model_config()
+        self._batch_key: Optional[tuple] = None
+        self._batch_rows: Optional[Tensor] = None
 
     def run(self) -> None:
         live = [m for m in self.members if not m.done]
@@ -419,6 +450,7 @@ class _Engine:
             self.on_progress(ProgressEvent("start", self.members.index(m), m.epoch, m.final_epoch))
         active = list(cohort)
         P, opt, tr, te = self._stack(active)
+        minibatch = active[0].cfg.batch_size is not None  # shared: part of the ensemble key
         epoch = active[0].epoch
         record = True
         while True:
@@ -427,24 +459,54 @@ class _Engine:
                     m.epoch = epoch
                 self._unstack(active, P, opt)
                 return
-            logits = eq_logits(P, self.mcfg, tr.a, tr.b, tr.lengths)
-            train_loss, train_acc = run_loss_and_accuracy(logits, tr.y, tr.lengths)
+            if minibatch:
+                train_loss = train_acc = None
+            else:  # full batch: this forward both records epoch's row and gives the next step's gradient
+                logits = eq_logits(P, self.mcfg, tr.a, tr.b, tr.lengths)
+                train_loss, train_acc = run_loss_and_accuracy(logits, tr.y, tr.lengths)
             if record:
+                if minibatch:
+                    train_loss, train_acc = self._train_metrics(active, P, tr, epoch)
                 finished = self._record(active, P, opt, te, epoch, train_loss, train_acc)
                 if finished:
                     self._unstack(active, P, opt)
                     active = [m for r, m in enumerate(active) if r not in finished]
                     if not active:
                         return
-                    # the forward of this epoch again, on the smaller stack, for the next step's gradient
                     P, opt, tr, te = self._stack(active)
-                    record = False
-                    continue
+                    if not minibatch:
+                        # the forward of this epoch again, on the smaller stack, for the next step's gradient
+                        record = False
+                        continue
             record = True
             epoch += 1
+            if minibatch:
+                a, b, y = self._batch(active, tr, epoch)
+                train_loss, _ = run_loss_and_accuracy(eq_logits(P, self.mcfg, a, b), y)
             train_loss.sum().backward()
             opt.step([lr_at(m.cfg, epoch) for m in active])
             self._project(P, active)
+
+    @torch.no_grad()
+    def _train_metrics(self, active: list[_Member], P, tr: _Pairs, epoch: int) -> tuple[Tensor, Tensor]:
+        """Minibatch runs: loss and accuracy on the whole train set at evaluated epochs, NaN elsewhere."""
+        evaluate = torch.tensor([m.evaluates(epoch) for m in active], device=self.device)
+        nan = torch.full((len(active),), math.nan, dtype=torch.float64, device=self.device)
+        if not bool(evaluate.any()):
+            return nan, nan
+        loss, acc = run_loss_and_accuracy(eq_logits(P, self.mcfg, tr.a, tr.b, tr.lengths), tr.y, tr.lengths)
+        return torch.where(evaluate, loss, nan), torch.where(evaluate, acc.double(), nan)
+
+    def _batch(self, active: list[_Member], tr: _Pairs, step: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Each member's minibatch of optimiser step ``step``, drawn a block of steps at a time."""
+        block, row = divmod(step - 1, BATCH_BLOCK)
+        key = (block, tuple(id(m) for m in active))
+        if self._batch_key != key:
+            rows = [batch_rows(m.cfg, len(m.train_idx), block) for m in active]
+            self._batch_rows = torch.stack(rows).to(self.device)  # [run, step, batch]
+            self._batch_key = key
+        rows = self._batch_rows[:, row]
+        return tr.a.gather(1, rows), tr.b.gather(1, rows), tr.y.gather(1, rows)
 
     def _record(
         self,
@@ -504,7 +566,9 @@ class _Engine:
         names = list(active[0].state)
         trainable = {n for n, t in Transformer(self.mcfg).named_parameters() if t.requires_grad}
         P = {n: torch.stack([m.state[n] for m in active]).to(self.device).requires_grad_(n in trainable) for n in names}
-        opt = EnsembleOptimizer({n: P[n] for n in names if n in trainable}, [m.optim() for m in active])
+        opt = EnsembleOptimizer(
+            {n: P[n] for n in names if n in trainable}, [m.optim() for m in active], [m.filter() for m in active]
+        )
         for r, m in enumerate(active):
             opt.load_member_state(
                 r, {k: v.to(self.device) for k, v in m.opt_state.items()}, str(m.out / OPTIMIZER_FILE)

@@ -21,7 +21,7 @@ jointly (L2 over all of them) to its target norm after each step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from jaxtyping import Float
@@ -50,9 +50,17 @@ class EnsembleOptimizer:
     earlier single-run trainer resume unchanged.
     """
 
-    def __init__(self, params: dict[str, Tensor], members: Sequence[MemberOptim]):
+    def __init__(
+        self,
+        params: dict[str, Tensor],
+        members: Sequence[MemberOptim],
+        filters: Optional[Sequence["MemberFilter"]] = None,
+    ):
         self.params = params
         self.members = list(members)
+        # Grokfast (REFERENCE §7): between backward and the update, only when some member asks for it
+        gf = GrokfastFilter(params, filters) if filters and any(f.kind for f in filters) else None
+        self.grokfast = gf
         self.steps = [0] * len(self.members)
         self.exp_avg = {n: torch.zeros_like(p) for n, p in params.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in params.items()}
@@ -65,6 +73,8 @@ class EnsembleOptimizer:
     def step(self, lrs: Sequence[float]) -> None:
         """One update of every member, member r with learning rate ``lrs[r]``; grads are zeroed after."""
         R = len(self.members)
+        if self.grokfast is not None:
+            self.grokfast.apply(self.params)
         groups: dict[tuple, list[int]] = {}
         for r, m in enumerate(self.members):
             groups.setdefault((m, float(lrs[r]), self.steps[r]), []).append(r)
@@ -122,6 +132,8 @@ class EnsembleOptimizer:
             out[f"step.{n}"] = torch.tensor(float(self.steps[r]))
             out[f"exp_avg.{n}"] = self.exp_avg[n][r]
             out[f"exp_avg_sq.{n}"] = self.exp_avg_sq[n][r]
+        if self.grokfast is not None:
+            out.update(self.grokfast.member_state(r))
         return out
 
     @torch.no_grad()
@@ -141,15 +153,8 @@ class EnsembleOptimizer:
         if len(steps) != 1:
             raise KeyError(f"{source}: parameters disagree on the step count ({sorted(steps)})")
         self.steps[r] = steps.pop()
-
-    def select(self, keep: Sequence[int], params: dict[str, Tensor]) -> None:
-        """Keep only members ``keep`` (finished members stop costing compute); ``params`` are the new leaves."""
-        self.params = params
-        self.members = [self.members[r] for r in keep]
-        self.steps = [self.steps[r] for r in keep]
-        idx = torch.tensor(list(keep), dtype=torch.long)
-        self.exp_avg = {n: t.index_select(0, idx.to(t.device)) for n, t in self.exp_avg.items()}
-        self.exp_avg_sq = {n: t.index_select(0, idx.to(t.device)) for n, t in self.exp_avg_sq.items()}
+        if self.grokfast is not None:
+            self.grokfast.load_member_state(r, state, source)
 
 
 def squared_norms(params: dict[str, Tensor]) -> Float[Tensor, "run name"]:
@@ -164,3 +169,129 @@ def project_norm(params: dict[str, Tensor], target: Float[Tensor, "run"], active
     scale = torch.where(active, target / norm, torch.ones_like(norm))
     for p in params.values():
         p.mul_(scale.to(p.dtype).view(-1, *([1] * (p.dim() - 1))))
+
+
+@dataclass(frozen=True)
+class MemberFilter:
+    """One member's Grokfast filter (from its TrainConfig): kind None, "ema" or "ma"."""
+
+    kind: Optional[str]
+    alpha: float
+    lamb: float
+    window: int
+
+
+class GrokfastFilter:
+    """Grokfast's gradient filters over stacked gradients, each member with its own filter (REFERENCE §7).
+
+    Lee et al. 2024 amplify the slow part of the gradient, between backward and the optimiser step:
+
+    - EMA: mu_t = a mu_{t-1} + (1 - a) g_t with mu_1 = g_1, then g_t <- g_t + lambda mu_t;
+    - MA: g_t <- g_t + lambda * mean(g_{t-w+1}, ..., g_t), applied once w gradients have been
+      seen (before that the gradient passes unchanged, as in the authors' code with warm-up).
+
+    Members without a filter pass unchanged. All members are filtered by the same few tensor
+    operations (per-member a, lambda as [R, 1, ...] factors; the MA windows share one ring buffer
+    [R, max w, ...] and each member averages the slots of its own last w gradients), so the cost does not grow with a loop over
+    members. The state (mu, the last w gradients in order, the count) is part of the member's
+    optimiser file, so a resumed run filters exactly as an uninterrupted one.
+    """
+
+    def __init__(self, params: dict[str, Tensor], members: Sequence[MemberFilter]):
+        self.members = list(members)
+        dev = next(iter(params.values())).device
+        self.count = torch.zeros(len(self.members), dtype=torch.long)
+        # one ring buffer as long as the longest MA window; each member averages its own last w
+        self.window = max((m.window for m in self.members if m.kind == "ma"), default=0)
+        self.member_window = torch.tensor([m.window if m.kind == "ma" else 1 for m in self.members], device=dev)
+        ema = [m.kind == "ema" for m in self.members]
+        ma = [m.kind == "ma" for m in self.members]
+        self.any_ema, self.any_ma = any(ema), any(ma)
+        f64 = dict(dtype=torch.float32, device=dev)
+        self.alpha = torch.tensor([m.alpha if e else 0.0 for m, e in zip(self.members, ema)], **f64)
+        self.lamb_ema = torch.tensor([m.lamb if e else 0.0 for m, e in zip(self.members, ema)], **f64)
+        self.lamb_ma = torch.tensor([m.lamb if a else 0.0 for m, a in zip(self.members, ma)], **f64)
+        self.mu = {n: torch.zeros_like(p) for n, p in params.items()} if self.any_ema else {}
+        self.buf = (
+            {n: p.new_zeros((p.shape[0], self.window, *p.shape[1:])) for n, p in params.items()} if self.any_ma else {}
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.any_ema or self.any_ma
+
+    @staticmethod
+    def _per_run(x: Tensor, like: Tensor) -> Tensor:
+        return x.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+    @torch.no_grad()
+    def apply(self, params: dict[str, Tensor]) -> None:
+        """Filter every parameter's ``.grad`` in place."""
+        dev = next(iter(params.values())).device
+        first = (self.count == 0).to(dev)
+        count = self.count.to(dev)
+        slot = count % max(self.window, 1)
+        runs = torch.arange(len(self.members), device=dev)
+        if self.any_ma:
+            full = count + 1 >= self.member_window
+            # a slot belongs to member r's window when it was written in its last w_r steps
+            age = (slot[:, None] - torch.arange(self.window, device=dev)[None]) % self.window
+            in_window = age < self.member_window[:, None]
+            ma_scale = torch.where(full, self.lamb_ma / self.member_window, torch.zeros_like(self.lamb_ma))
+        for n, p in params.items():
+            g = p.grad
+            if self.any_ema:
+                a = self._per_run(torch.where(first, torch.zeros_like(self.alpha), self.alpha), g)
+                mu = self.mu[n]
+                mu.mul_(a).add_((1 - a) * g)
+                ema_term = self._per_run(self.lamb_ema, g) * mu
+            if self.any_ma:
+                buf = self.buf[n]
+                buf[runs, slot] = g
+                mask = in_window.to(g.dtype).view(*in_window.shape, *([1] * (g.dim() - 1)))
+                ma_term = self._per_run(ma_scale, g) * (buf * mask).sum(1)
+            if self.any_ema:
+                g.add_(ema_term)
+            if self.any_ma:
+                g.add_(ma_term)
+        self.count += 1
+
+    def member_state(self, r: int) -> dict[str, Tensor]:
+        """Member r's filter state: ``grokfast_count``, ``grokfast_mu.<name>`` (EMA) or
+        ``grokfast_ma.<name>`` (MA: its last min(count, w) gradients, oldest first)."""
+        kind = self.members[r].kind
+        if kind is None or int(self.count[r]) == 0:
+            return {}
+        c = int(self.count[r])
+        out = {"grokfast_count": torch.tensor(float(c))}
+        if kind == "ema":
+            out.update({f"grokfast_mu.{n}": t[r] for n, t in self.mu.items()})
+        else:
+            k = min(c, self.members[r].window)
+            order = torch.tensor([(c - k + j) % self.window for j in range(k)], dtype=torch.long)
+            out.update({f"grokfast_ma.{n}": t[r].index_select(0, order.to(t.device)) for n, t in self.buf.items()})
+        return out
+
+    @torch.no_grad()
+    def load_member_state(self, r: int, state: dict[str, Tensor], source: str) -> None:
+        """Restore what ``member_state`` saved (KeyError naming ``source`` when a filtered member's state is missing)."""
+        kind = self.members[r].kind
+        if kind is None:
+            return
+        if "grokfast_count" not in state:
+            if any(k.startswith("exp_avg.") for k in state):  # trained before: its filter state must be there
+                raise KeyError(f"{source}: missing grokfast filter state")
+            return
+        c = int(state["grokfast_count"].item())
+        self.count[r] = c
+        if kind == "ema":
+            for n in self.mu:
+                self.mu[n][r].copy_(state[f"grokfast_mu.{n}"])
+        else:
+            k = min(c, self.members[r].window)
+            for n, t in self.buf.items():
+                saved = state[f"grokfast_ma.{n}"]
+                if saved.shape[0] != k:
+                    raise KeyError(f"{source}: grokfast window holds {saved.shape[0]} gradients, expected {k}")
+                for j in range(k):
+                    t[r, (c - k + j) % self.window].copy_(saved[j])
