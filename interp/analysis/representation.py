@@ -16,7 +16,9 @@ div the discrete-log order, n = p - 1) and the one basis ``interp.analysis.fouri
 * ``attention_from_eq``: attention paid by the '=' position to a, b and itself, per head, per input.
 * ``neuron_logit_spectrum``: W_L = W_out @ W_U in the Fourier basis (REFERENCE §2).
 * ``rqi_linear`` / ``rqi_circle`` / ``embedding_rqi``: the Representation Quality Index of
-  Liu et al. 2022 (REFERENCE §6), see the RQI section below for how it is read on circles.
+  Liu et al. 2022 (REFERENCE §6), see the RQI section below for how it is read on circles;
+  ``embedding_circle_points`` / ``rqi_circle_batch``: the same circle-chart RQI for many checkpoints
+  at once (what the analysis table's ``rqi`` column uses).
 * ``final_position_activations``: residual stream and MLP activations at '=' on all p^2 inputs
   (what ``interp.analysis.cka`` compares).
 """
@@ -42,7 +44,7 @@ from interp.analysis.fourier import (
     frequency_norms,
     frequency_rows,
 )
-from interp.analysis.rqi import RQI_TOL, RQIResult, _plane_angles, rqi_circle, rqi_linear
+from interp.analysis.rqi import RQI_TOL, RQIResult, _plane_angles, parallelogram_classes, rqi_circle, rqi_linear
 from interp.errors import InterpError
 from interp.model.fast import all_pairs, eq_activations, eq_pattern, eq_tables, run_params
 
@@ -62,6 +64,8 @@ __all__ = [
     "NeuronLogitSpectrum",
     "neuron_logit_spectrum",
     "embedding_rqi",
+    "embedding_circle_points",
+    "rqi_circle_batch",
     "default_frequencies",
     "FinalActivations",
     "final_position_activations",
@@ -393,9 +397,49 @@ def embedding_rqi(
         return rqi_linear(E, None, tol)
     if chart != "circle":
         raise InterpError(f"unknown RQI chart {chart!r}; choose 'circle' or 'linear'")
+    freqs = check_frequencies(
+        _token_embeddings(model)[0].shape[0], default_frequencies(model) if freqs is None else freqs
+    )
+    return rqi_circle(embedding_circle_points(model, freqs), tol, freqs)
+
+
+def embedding_circle_points(model, freqs: Sequence[int]) -> Complex[Tensor, "K n"]:
+    """The circle-chart points ``embedding_rqi`` reads: for each frequency in ``freqs`` (in that
+    order), the whitened angle e^{i theta} of every number token on W_E's (cos k, sin k) plane."""
     circles = embedding_circles(model, freqs)
-    z = torch.stack([_plane_angles(c.coords) for c in circles])
-    return rqi_circle(z, tol, [c.k for c in circles])
+    return torch.stack([_plane_angles(c.coords) for c in circles])
+
+
+def rqi_circle_batch(z: Complex[Tensor, "B K n"], tol: float = RQI_TOL, chunk: int = 1) -> Float[Tensor, "B"]:
+    """``rqi.rqi_circle(z[b], tol).rqi`` for B point sets at once (B checkpoints on the same planes):
+    the same parallelograms, residuals and threshold (tested against ``rqi_circle``).
+
+    Fast path: in one class of pairs with equal sums, the residual of the parallelogram of pairs a, b
+    is mean_k |u_ak - u_bk|^2 with u_ak = z_ki z_kj, i.e. (|u_a|^2 + |u_b|^2 - 2 Re<u_a, u_b>) / K, so
+    one batched Gram matrix per class replaces ``rqi_circle``'s per-plane distance matrices (about
+    5 ms per checkpoint instead of 20 for p = 113 and four planes). No per-plane RQI here. ``chunk``:
+    point sets per batched product; 1 measured fastest on the CPU (larger chunks leave the cache).
+    """
+    if z.ndim != 3:
+        raise ValueError(f"rqi_circle_batch takes points of shape [B, K, n], got {tuple(z.shape)}")
+    B, K, n = z.shape
+    if K == 0:
+        raise ValueError("RQI in the circle chart needs at least one frequency plane")
+    I, J, valid = parallelogram_classes(n, n)
+    C, L = valid.shape
+    pair = valid[:, :, None] & valid[:, None, :] & torch.triu(torch.ones(L, L, dtype=torch.bool), 1)  # [C, L, L]
+    ideal = int(pair.sum())
+    z = z.to(torch.complex128)
+    out = torch.empty(B, dtype=torch.float64)
+    for b0 in range(0, B, chunk):
+        u = z[b0 : b0 + chunk, :, I] * z[b0 : b0 + chunk, :, J]  # [b, K, C, L]
+        b = u.shape[0]
+        v = torch.cat([u.real, u.imag], 1).permute(0, 2, 3, 1).reshape(b * C, L, 2 * K)  # [b C, L, 2K]
+        sq = v.pow(2).sum(-1)  # [b C, L]
+        r = (sq[:, :, None] + sq[:, None, :] - 2 * torch.bmm(v, v.transpose(1, 2))) / K
+        closed = (r < tol).reshape(b, C, L, L) & pair
+        out[b0 : b0 + b] = closed.flatten(1).sum(-1).double() / ideal
+    return out
 
 
 # ----------------------------------------------------------------------------- activations at '='
