@@ -1,19 +1,23 @@
 """analyze(run): the per-checkpoint table, its incremental updates, the CLI, and bad input."""
 
 import json
+import math
 import shutil
 
 import pytest
 import torch
 from conftest import run_cli, tiny_config
+from helpers import fourier_transformer
 
 from interp.analysis import measures as ms
+from interp.analysis.representation import rqi_circle_batch
 from interp.analysis.results import ANALYSIS_FILES
-from interp.analysis.run_table import analyze, load_analysis
+from interp.analysis.rqi import rqi_circle
+from interp.analysis.run_table import analyze, checkpoint_rqi, load_analysis
 from interp.cli import main as cli_main
 from interp.errors import InterpError
 from interp.model import Transformer
-from interp.store import CKPT_DIR, METRICS_FILE, Run, save_checkpoint
+from interp.store import CKPT_DIR, METRICS_FILE, Run, save_checkpoint, write_config, write_split
 
 torch.set_num_threads(1)
 
@@ -49,6 +53,7 @@ def test_quick_run_table_summary_and_acceptance_shape(run_copy):
         "neurons_k1",
         "emb_norm_k0",
         "wl_norm_k1",
+        "rqi",
     ]:
         assert col in table.columns, col
     assert all(f"excluded_loss_k{k}" in table.columns and f"cos_coef_k{k}" in table.columns for k in s.key_freqs)
@@ -70,6 +75,9 @@ def test_quick_run_table_summary_and_acceptance_shape(run_copy):
     tm, end = first_ge(ph.t_mem), eps[-1]
     assert at("gini_W_E", end) > at("gini_W_E", tm) and at("gini_W_L", end) > at("gini_W_L", tm)
     assert at("excluded_loss", end) > at("excluded_loss", 0)
+    # RQI on the final key-frequency planes: chance at init, circles after grokking (module notes of rqi.py)
+    assert at("rqi", 0) < 0.05 and at("rqi", end) > 0.1
+    assert not any(c.startswith(("alpha_", "traps_")) for c in table.columns)  # spectra only when asked
     saved, meta = load_analysis(run_copy.path)
     assert saved["epoch"].tolist() == eps
     assert meta["signature"]["definitions_version"] == ms.DEFINITIONS_VERSION
@@ -93,6 +101,85 @@ def test_incremental_and_recomputed_on_change(run_copy, monkeypatch):
     table, s = analyze(run_copy, progress=False, key_freqs=str(k))
     assert s.computed == n + 1 and s.key_freqs == [k] and s.key_freqs_source == "user"
     assert f"excluded_loss_k{k}" in table.columns
+
+
+def test_rqi_fast_path_equals_the_literal_count():
+    g = torch.Generator().manual_seed(0)
+    n, K = 17, 3
+    k = torch.tensor([1.0, 3.0, 7.0], dtype=torch.float64)[:, None]
+    circle = torch.exp(2j * math.pi * k * torch.arange(n, dtype=torch.float64) / n)  # [K, n]
+    sets = [circle]
+    for noise in (0.02, 0.05, 0.2, 3.0):  # from almost all closed to chance
+        sets.append(circle * torch.exp(1j * noise * torch.randn(K, n, generator=g, dtype=torch.float64)))
+    odd = sets[2].clone()
+    odd[1, 4] = 0  # a point at the origin (no angle) closes nothing in its plane
+    sets.append(odd)
+    fast = rqi_circle_batch(torch.stack(sets))
+    literal = [rqi_circle(z).rqi for z in sets]
+    assert fast.tolist() == literal
+    assert literal[0] == 1.0 and 0.05 < literal[2] < 0.95 and literal[4] < 0.05
+
+
+def test_rqi_column_perfect_circles_vs_random(tmp_path):
+    """A run whose final checkpoint is an exact Fourier circuit (tests/helpers.py: its embedding is a
+    circle per key frequency) reads RQI 1 there and ~0 at a random first checkpoint, on the same planes."""
+    from interp.config import TrainConfig
+    from interp.tasks import make_split
+
+    freqs = [2, 5]
+    exact = fourier_transformer(13, freqs)
+    mc = exact.cfg
+    cfg = TrainConfig(
+        run_name="circles",
+        p=13,
+        d_model=mc.d_model,
+        n_heads=mc.n_heads,
+        d_head=mc.d_head,
+        d_mlp=mc.d_mlp,
+        train_biases=True,
+        epochs=1,
+        checkpoint_every=1,
+        log_checkpoints_until=0,
+    )
+    path = tmp_path / "circles"
+    path.mkdir()
+    write_config(path, cfg)
+    write_split(path, make_split(cfg.p, cfg.frac_train, cfg.data_seed))
+    rnd = Transformer(mc)
+    rnd.init_weights(1 / math.sqrt(mc.d_model), seed=0)
+    save_checkpoint(path, 0, rnd, cfg)
+    save_checkpoint(path, 1, exact, cfg)
+    table, s = analyze(path, progress=False, views=False)
+    assert s.key_freqs == freqs
+    rqi = dict(zip(table["epoch"], table["rqi"]))
+    assert rqi[1] == pytest.approx(1.0) and rqi[0] < 0.05
+    assert checkpoint_rqi(exact, freqs) == pytest.approx(1.0) and math.isnan(checkpoint_rqi(exact, []))
+    assert s.final["rqi"] == pytest.approx(1.0)
+
+
+def test_spectra_columns_on_request_and_incremental(tmp_path):
+    from interp.training.loop import train
+
+    run = train(tiny_config(d_model=32, d_mlp=64), tmp_path / "tiny", progress=False)
+    n = len(run.checkpoint_epochs())
+    table, s = analyze(run, progress=False, views=False, spectra=True)
+    assert s.computed == n
+    for m in ("W_E", "W_U", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out"):
+        assert table[f"traps_{m}"].notna().all() and f"alpha_{m}" in table.columns
+    assert table["alpha_W_in"].notna().all() and (table["alpha_W_in"] >= 1).all()  # 32 eigenvalues: fitted
+    assert "alpha_W_in" in s.final and "traps_W_in" in s.final
+    # kept by a later call without spectra; a new checkpoint gets them only when asked
+    table, s = analyze(run, progress=False, views=False)
+    assert s.computed == 0 and table["traps_W_in"].notna().all()
+    last = run.checkpoint_epochs()[-1]
+    save_checkpoint(run.path, last + 10, run.load_model(last), run.config)
+    table, s = analyze(run, progress=False, views=False)
+    assert s.computed == 1 and math.isnan(table["traps_W_in"].iloc[-1])
+    table, s = analyze(run, progress=False, views=False, spectra=True)
+    assert s.computed == 1 and table["traps_W_in"].notna().all()
+    assert table["alpha_W_in"].iloc[-1] == table["alpha_W_in"].iloc[-2]  # same weights, same seeded shuffle
+    saved, _ = load_analysis(run.path)
+    assert saved["traps_W_in"].notna().all()
 
 
 def test_run_without_metrics_evaluates_its_checkpoints(run_copy):

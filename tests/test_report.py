@@ -220,6 +220,36 @@ def test_report_is_self_contained(report):
     for want in ("T_mem", "T_grok", "circuit formation", "cleanup", "key frequencies", "weight_decay"):
         assert want in text
     assert text.count('class="figure"') >= 15
+    assert 'data-title="Representation Quality Index over training"' in text
+    assert "Heavy-tailed spectra" not in text  # the quick run was analysed without spectra
+
+
+def test_report_draws_rqi_and_spectra_when_the_table_has_them(tmp_path):
+    from conftest import tiny_config
+
+    from interp.analysis.run_table import analyze
+    from interp.training.loop import train
+    from interp.viz import training as tr
+    from interp.viz.report import build_run_sections
+
+    run = train(tiny_config(d_model=32, d_mlp=64), tmp_path / "tiny", progress=False)
+    table, s = analyze(run, progress=False, spectra=True)
+    sections, _ = build_run_sections(run)
+    figs = {f.title: f for sec in sections for f in sec.figures}
+    rqi, spec = figs["Representation Quality Index over training"], figs["Heavy-tailed spectra of the weight matrices"]
+    assert spec.figure is not None, spec.error
+    names = {t.name for t in spec.figure.data}
+    assert {"W_E", "W_in", "W_out", "W_Q"} <= names
+    assert any(sh.line.dash == "dot" and sh.y0 == 2.0 for sh in spec.figure.layout.shapes)  # alpha = 2 marked
+    if rqi.figure is not None:  # a tiny run may have no key frequencies; then the note says why
+        assert rqi.figure.data[0].name.startswith("RQI")
+    else:
+        assert "no key frequencies" in rqi.error
+    # the figures on their own: phases marked like the other progress plots, no RQI without planes
+    fig = tr.representation_quality(table.assign(rqi=0.5), s.phases, "tiny")
+    assert any(sh.type == "line" for sh in fig.layout.shapes) == (s.phases.t_mem is not None)
+    with pytest.raises(tr.EmptyFigure):
+        tr.representation_quality(table.assign(rqi=float("nan")))
 
 
 def test_user_strings_are_escaped(evil_run, tmp_path):

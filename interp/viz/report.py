@@ -6,7 +6,8 @@ saved table is reused), loads the checkpoints the figures need, and writes one H
 * a summary: the config, T_mem and T_grok, the phases and the rule behind them, the key
   frequencies (with the rule and the embedding cross-check), the final measures;
 * every figure of ``interp.viz.plots``: losses and accuracies, progress measures with the phases
-  shaded, weight norms, W_E and W_L Fourier norms over training, the single-checkpoint views of
+  shaded, weight norms, the embedding's RQI over training, the HTSR spectra (when the table has
+  them: ``analyze(spectra=True)``), W_E and W_L Fourier norms over training, the single-checkpoint views of
   the final model (embedding norms, neuron clusters, circles, activation maps and spectra,
   attention, W_L), the same three views with a slider over epochs, the CKA matrix;
 * the comparison of the T_mem checkpoint with the final one (``interp.analysis.compare``).
@@ -384,6 +385,31 @@ def build_run_sections(
             errors,
         )
     )
+    if "rqi" in table.columns:
+        prog.figures.append(
+            _figure(
+                "Representation Quality Index over training",
+                f"RQI of the embedding (Liu et al. 2022, REFERENCE §6) in the circle chart on the planes of the key "
+                f"frequencies {_fmt(keys)}, the same planes at every checkpoint: the share of parallelograms "
+                "i + j = m + n (mod p) whose angles close to within ~0.1 rad. Random points score ~0.05 per plane "
+                "alone and ~0 jointly; a perfect circle representation scores 1. Test accuracy dashed for reference.",
+                lambda: tr.representation_quality(table, ph, name),
+                errors,
+            )
+        )
+    if any(str(c).startswith("alpha_") for c in table.columns):
+        prog.figures.append(
+            _figure(
+                "Heavy-tailed spectra of the weight matrices",
+                "HTSR (REFERENCE §7, interp.analysis.spectra): the power-law exponent alpha of the tail of each weight "
+                "matrix's eigenvalues of W^T W (alpha ~ 2 ideal, < 2 over-correlated, > 6 under-trained) and its "
+                "correlation traps (eigenvalues of the element-shuffled matrix above the Marchenko-Pastur edge plus "
+                "a Tracy-Widom margin; with alpha < 2 they herald anti-grokking). W_Q, W_K, W_V, W_O: heads "
+                "concatenated per layer. Only checkpoints analysed with spectra.",
+                lambda: tr.spectral_exponents(table, ph, name),
+                errors,
+            )
+        )
     prog.figures.append(
         _figure(
             "Embedding Fourier norms over training",

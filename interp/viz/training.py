@@ -7,6 +7,8 @@ analysis results; nothing here loads a model.
 * ``loss_curves``: train / test loss (log scale) and accuracy (REFERENCE §1, §5: T_mem, T_grok).
 * ``progress_measures``: every progress measure of REFERENCE §3 with the phases shaded (§1).
 * ``weight_norms``: sum of squared weights, total and per parameter (REFERENCE §3-5).
+* ``representation_quality``: the embedding's RQI over training (REFERENCE §6), beside test accuracy.
+* ``spectral_exponents``: HTSR alpha and correlation traps per weight matrix over training (REFERENCE §7).
 * ``embedding_fourier_heatmap`` / ``neuron_logit_fourier_heatmap``: share of W_E's / W_L's
   Fourier norm in each frequency, frequency x epoch (REFERENCE §2).
 * ``cka_matrix``: linear CKA between checkpoints (issue #4).
@@ -261,6 +263,134 @@ def weight_norms(
         title=_title("Weight norms per parameter", run_name),
         height=440,
         updatemenus=_xscale_buttons(1),
+    )
+    return fig
+
+
+def representation_quality(
+    table, phases: Any = None, run_name: Optional[str] = None, max_points: int = MAX_LINE_POINTS
+) -> go.Figure:
+    """The Representation Quality Index of the embedding over training (REFERENCE §6), from the
+    analysis table's ``rqi`` column (circle chart on the final key frequencies, the same planes at
+    every checkpoint), with test accuracy for reference; phases shaded, T_mem / T_grok marked."""
+    _require(table, ["epoch", "rqi"], "representation_quality")
+    if not np.isfinite(table["rqi"].to_numpy(dtype=float)).any():
+        raise EmptyFigure("no RQI: the run has no key frequencies to draw circles on")
+    cols = ["rqi"] + (["test_acc"] if "test_acc" in table.columns else [])
+    df = _thin_frame(table, cols, max_points)
+    x = _epochs(df["epoch"])
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=_f32(df["rqi"]),
+            name="RQI (circle chart, key-frequency planes)",
+            mode="lines+markers",
+            marker=dict(size=4),
+            line=dict(color="#9467bd", width=2),
+            hovertemplate="epoch %{x}<br>RQI %{y:.4g}<extra></extra>",
+        )
+    )
+    if "test_acc" in cols:
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=_f32(df["test_acc"]),
+                name="test accuracy",
+                mode="lines",
+                line=dict(color=TEST_COLOR, dash="dash", width=1),
+                hovertemplate="epoch %{x}<br>test accuracy %{y:.4g}<extra></extra>",
+            )
+        )
+    fig.update_yaxes(range=[0, 1.02], title_text="RQI")
+    fig.update_xaxes(title_text="epoch")
+    _shade_phases(fig, phases)
+    fig.update_layout(
+        template=TEMPLATE,
+        title=_title("Representation Quality Index of the embedding", run_name),
+        height=420,
+        updatemenus=_xscale_buttons(1),
+    )
+    return fig
+
+
+def spectral_exponents(
+    table, phases: Any = None, run_name: Optional[str] = None, max_points: int = MAX_LINE_POINTS
+) -> go.Figure:
+    """HTSR over training (REFERENCE §7), from the table's ``alpha_<matrix>`` / ``traps_<matrix>``
+    columns (``interp analyze`` with spectra): the power-law exponent of each weight matrix's
+    eigenvalue tail (dotted lines at alpha = 2, ideal, and 6: above it under-trained, below 2
+    over-correlated) and the number of correlation traps; checkpoints without spectra are skipped."""
+    alphas = [c for c in table.columns if str(c).startswith("alpha_")]
+    if not alphas:
+        raise InterpError("the table has no alpha_<matrix> columns (run `interp analyze` with spectra)")
+    traps = [c for c in table.columns if str(c).startswith("traps_")]
+    t = table.dropna(subset=alphas + traps, how="all")
+    if not len(t):
+        raise EmptyFigure("no checkpoint has spectra")
+    df = _thin_frame(t, alphas + traps, max_points)
+    x = _epochs(df["epoch"])
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("power-law exponent alpha of the ESD tail", "correlation traps"),
+        horizontal_spacing=0.08,
+    )
+    for j, c in enumerate(alphas):
+        name = _esc(str(c)[len("alpha_") :])
+        color = PALETTE[j % len(PALETTE)]
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=_f32(df[c]),
+                name=name,
+                mode="lines+markers",
+                marker=dict(size=4),
+                line=dict(color=color),
+                legendgroup=name,
+                hovertemplate=f"{name}<br>epoch %{{x}}<br>alpha %{{y:.3g}}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+        tc = f"traps_{str(c)[len('alpha_') :]}"
+        if tc in df.columns:
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=_f32(df[tc]),
+                    name=name,
+                    mode="lines",
+                    line=dict(color=color, shape="hv"),
+                    legendgroup=name,
+                    showlegend=False,
+                    hovertemplate=f"{name}<br>epoch %{{x}}<br>%{{y}} traps<extra></extra>",
+                ),
+                row=1,
+                col=2,
+            )
+    for y, label in ((2.0, "alpha = 2 (ideal; below: over-correlated)"), (6.0, "alpha = 6 (above: under-trained)")):
+        fig.add_hline(y=y, line_dash="dot", line_color="#444", line_width=1, row=1, col=1)
+        fig.add_annotation(
+            x=1.0,
+            xref="x domain",
+            y=y,
+            yref="y",
+            text=label,
+            showarrow=False,
+            xanchor="right",
+            yanchor="bottom",
+            font=dict(size=9),
+        )
+    fig.update_yaxes(title_text="alpha", row=1, col=1)
+    fig.update_yaxes(title_text="traps", rangemode="tozero", row=1, col=2)
+    fig.update_xaxes(title_text="epoch")
+    _shade_phases(fig, phases, [(1, 1), (1, 2)])
+    fig.update_layout(
+        template=TEMPLATE,
+        title=_title("Heavy-tailed spectra of the weight matrices (HTSR)", run_name),
+        height=460,
+        updatemenus=_xscale_buttons(2),
     )
     return fig
 
