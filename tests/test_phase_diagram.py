@@ -172,6 +172,7 @@ def test_phases_cli_on_a_tiny_sweep_and_its_bad_input(tmp_path, capsys):
     _one_line_error(_in_process(capsys, "phases", str(out), "--x", "seed"), "--x seed is not an axis of the sweep")
     _one_line_error(_in_process(capsys, "phases", str(out), "--tau", "-1"), "tau must be >= 0")
     _one_line_error(_in_process(capsys, "phases", str(tmp_path / "nowhere")), "is not a sweep directory")
+    _one_line_error(_in_process(capsys, "phases", str(out), "--budget", "61"), "budget 61 exceeds the 60 epochs")
     one = tmp_path / "one"
     r = run_cli(
         "sweep", *TINY_SET, "--set", "epochs=3", "--grid", "weight_decay=0,1", "--seeds", "2",

@@ -242,8 +242,14 @@ def sweep_phases(
     done = index["status"] == "done"
     if not done.any():
         raise InterpError(f"{path}: no finished run to classify ({len(index)} runs, none done; train it first)")
+    trained = min(c.epochs for c in spec.configs())
     if budget is None:
-        budget = min(c.epochs for c in spec.configs())
+        budget = trained
+    elif budget > trained:
+        raise InterpError(
+            f"{path}: budget {budget} exceeds the {trained} epochs the runs were given; a run not reached by "
+            "then might reach later, so the budget can be at most that"
+        )
     try:
         rule = PhaseRule(
             budget=int(budget),
