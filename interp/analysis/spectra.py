@@ -196,7 +196,8 @@ class MatrixSpectrum:
     """HTSR reading of one weight matrix (module notes). ``evals``: eigenvalues of W^T W (ascending);
     ``rand_evals``: those of W with its elements shuffled; ``sigma2`` / ``threshold``: the MP bulk
     fitted on ``rand_evals`` and its edge plus the Tracy-Widom margin; ``n_traps``: shuffled
-    eigenvalues above it; ``n_spikes``: W's own eigenvalues above it."""
+    eigenvalues above it; ``n_spikes``: W's own eigenvalues above it. The margin is the 99th
+    percentile of the Tracy-Widom law, so an i.i.d. matrix shows a trap in about 1% of shuffles."""
 
     name: str
     shape: tuple[int, int]
@@ -206,6 +207,7 @@ class MatrixSpectrum:
     alpha_sigma: float
     n_tail: int
     n_evals: int
+    n_nonzero: int  # eigenvalues above EVALS_THRESH (what the fit sees)
     lambda_max: float
     n_spikes: int
     n_traps: int
@@ -250,6 +252,7 @@ def matrix_spectrum(W: torch.Tensor | np.ndarray, name: str = "W", seed: int = 0
         name=name,
         shape=(int(Wt.shape[0]), int(Wt.shape[1])),
         n_evals=int(ev.size),
+        n_nonzero=int((ev > EVALS_THRESH).sum()),
         lambda_max=float(ev[-1]) if ev.size else math.nan,
         n_spikes=int((ev > thr).sum()),
         n_traps=int((rand > thr).sum()),
