@@ -202,6 +202,10 @@ class TrainConfig:
     grokfast_alpha: float = 0.98  # EMA momentum a
     grokfast_lamb: Optional[float] = None  # amplification lambda; None: 2 for ema, 5 for ma (the paper's)
     grokfast_window: int = 100  # MA window w
+    # training probes (interp.training.probes): "default", "none" or a comma list; fixed at creation
+    probes: str = "default"
+    probe_every: int = 10  # probe columns every N epochs (other rows leave them empty)
+    probe_window: int = 100  # trailing window of train losses for the Hjorth probe
     device: str = "cpu"
     notes: str = ""
 
@@ -282,6 +286,13 @@ class TrainConfig:
             raise InterpError(f"grokfast_lamb must lie in [0, 1000], got {self.grokfast_lamb}")
         if not (1 <= self.grokfast_window <= MAX_GROKFAST_WINDOW):
             raise InterpError(f"grokfast_window must lie in [1, {MAX_GROKFAST_WINDOW}], got {self.grokfast_window}")
+        from interp.training.probes import parse_probes
+
+        parse_probes(self.probes)
+        if not (1 <= self.probe_every <= MAX_EPOCHS):
+            raise InterpError(f"probe_every must lie in [1, {MAX_EPOCHS:,}], got {self.probe_every}")
+        if not (3 <= self.probe_window <= 100_000):
+            raise InterpError(f"probe_window must lie in [3, 100,000], got {self.probe_window}")
         check_device_name(self.device)
         return self
 
@@ -330,7 +341,17 @@ class TrainConfig:
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 # Fields outside the config hash: they do not change the trajectory so far.
-NOT_HASHED = ("run_name", "device", "notes", "epochs", "stop_after_grok", "eval_every")
+NOT_HASHED = (
+    "run_name",
+    "device",
+    "notes",
+    "epochs",
+    "stop_after_grok",
+    "eval_every",
+    "probes",
+    "probe_every",
+    "probe_window",
+)
 # The one definition of "fields that may change on resume": a resumed run may be trained longer,
 # stop at another point after grokking, evaluate at another interval or move to another device.
 RESUME_OVERRIDABLE = ("epochs", "stop_after_grok", "device", "eval_every")

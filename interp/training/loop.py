@@ -35,6 +35,7 @@ all continue together. A single run is bit-identical to the earlier single-model
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -75,6 +76,7 @@ from interp.store import (
     write_split,
 )
 from interp.tasks import labels, make_split
+from interp.training import probes as probing
 from interp.training.optim import EnsembleOptimizer, MemberFilter, MemberOptim, project_norm, squared_norms
 
 GROK_ACC = phases.ACC_THRESHOLD  # T_grok's threshold, defined once in interp.analysis.phases
@@ -281,6 +283,10 @@ class _Member:
     state: dict[str, Tensor]  # weights while not stacked
     opt_state: dict[str, Tensor]  # optimiser state while not stacked ({} before the first step)
     target_norm: Optional[float] = None
+    probes: tuple[str, ...] = ()
+    trainable: list[str] = field(default_factory=list)
+    losses: collections.deque = field(default_factory=collections.deque)  # trailing train losses (Hjorth)
+    step_probes: dict = field(default_factory=dict)  # epoch -> {column: value} measured at the step into it
     stop_here: Optional[int] = None
     done: bool = False
     t0: float = field(default_factory=time.perf_counter)
@@ -302,6 +308,9 @@ class _Member:
     def filter(self) -> MemberFilter:
         c = self.cfg
         return MemberFilter(c.grokfast, c.grokfast_alpha, c.resolved_grokfast_lamb, c.grokfast_window)
+
+    def probes_at(self, epoch: int) -> bool:
+        return bool(self.probes) and epoch % self.cfg.probe_every == 0
 
     def evaluates(self, epoch: int) -> bool:
         return epoch % self.cfg.eval_every == 0 or epoch in self.schedule or epoch >= self.final_epoch
@@ -352,9 +361,15 @@ def train_ensemble(
 
 def _open_member(cfg: TrainConfig, out: Path, resume: bool, max_epochs_this_call: Optional[int]) -> _Member:
     """Prepare one run directory (new, or resumed from its newest optimiser file) and its state."""
-    names = [n for n, _ in Transformer(cfg.model_config()).named_parameters()]
-    columns = BASE_METRICS + [f"sq_{n}" for n in names]
+    params = list(Transformer(cfg.model_config()).named_parameters())
+    names = [n for n, _ in params]
+    trainable = [n for n, t in params if t.requires_grad]
     metrics_path = out / METRICS_FILE
+    probes = probing.parse_probes(cfg.probes)
+    if resume and metrics_path.exists():  # the run's header names its probes (older runs have none)
+        with open(metrics_path) as f:
+            probes = probing.probes_in_header(f.readline().strip().split(","), trainable)
+    columns = BASE_METRICS + [f"sq_{n}" for n in names] + probing.probe_columns(probes, trainable)
     y = labels(cfg.task, cfg.p)
     state: dict[str, Tensor] = {}
     opt_state: dict[str, Tensor] = {}
@@ -398,6 +413,8 @@ def _open_member(cfg: TrainConfig, out: Path, resume: bool, max_epochs_this_call
         state,
         opt_state,
     )
+    m.probes, m.trainable = probes, trainable
+    m.losses = collections.deque(maxlen=cfg.probe_window)
     if cfg.constant_norm:
         # the target is the norm at initialisation (after init_scale) unless given
         init = {n: t.detach() for n, t in build_model(cfg).named_parameters()}
@@ -408,8 +425,28 @@ def _open_member(cfg: TrainConfig, out: Path, resume: bool, max_epochs_this_call
         if start >= m.final_epoch and _last_logged_epoch(metrics_path) == m.final_epoch:
             m.done = True  # already complete: touch nothing
         else:
+            _resume_probes(m, metrics_path, start)
             metrics.truncate_to(start)  # rows past the resume point belong to the interrupted call
     return m
+
+
+def _resume_probes(m: _Member, metrics_path: Path, start: int) -> None:
+    """Probe state a resumed member needs to write what an uninterrupted run writes: the step
+    probes of the step into ``start`` (its row is recomputed, the step is not) and the trailing
+    train losses of the Hjorth window. Rows hold ``repr`` floats, which pandas reads back exactly."""
+    if not m.probes or not metrics_path.exists():
+        return
+    import pandas as pd
+
+    df = pd.read_csv(metrics_path)
+    step_cols = probing.probe_columns([p for p in m.probes if p in probing.STEP_PROBES], m.trainable)
+    row = df[df["epoch"] == start]
+    if step_cols and len(row):
+        values = {c: float(row[c].iloc[0]) for c in step_cols}
+        if not any(math.isnan(v) for v in values.values()):
+            m.step_probes[start] = values
+    if "loss_hjorth" in m.probes:
+        m.losses.extend(df.loc[df["epoch"] < start, "train_loss"].tolist())
 
 
 class _Engine:
@@ -484,8 +521,22 @@ class _Engine:
                 a, b, y = self._batch(active, tr, epoch)
                 train_loss, _ = run_loss_and_accuracy(eq_logits(P, self.mcfg, a, b), y)
             train_loss.sum().backward()
+            probe = [m.probes_at(epoch) and any(p in probing.STEP_PROBES for p in m.probes) for m in active]
+            if any(probe):
+                grads = probing.grad_norms(opt.params)
+                before = {n: t.detach().clone() for n, t in P.items()}
             opt.step([lr_at(m.cfg, epoch) for m in active])
             self._project(P, active)
+            if any(probe):
+                self._step_probes(active, probe, epoch, grads, probing.update_ratio(before, P), list(opt.params))
+
+    @staticmethod
+    def _step_probes(active, probe, epoch, grads: Tensor, ratio: Tensor, trainable: list[str]) -> None:
+        """Keep each probing member's step measurements until its row of ``epoch`` is written."""
+        cols = ["grad_total"] + [f"grad_{n}" for n in trainable]
+        for r, (m, due) in enumerate(zip(active, probe)):
+            if due:
+                m.step_probes[epoch] = {**dict(zip(cols, grads[r].tolist())), "update_ratio": float(ratio[r])}
 
     @torch.no_grad()
     def _train_metrics(self, active: list[_Member], P, tr: _Pairs, epoch: int) -> tuple[Tensor, Tensor]:
@@ -526,10 +577,16 @@ class _Engine:
                 test = torch.stack([test_loss, test_acc], 1).tolist()
             sq = squared_norms(P)
             rows = torch.cat([torch.stack([train_loss.detach(), train_acc], 1), sq.sum(1, keepdim=True), sq], 1)
+            probe = [m.probes_at(epoch) for m in active]
+            ginis = None
+            if any(p and "fourier_gini" in m.probes for p, m in zip(probe, active)):
+                ginis = probing.fourier_ginis(P, self.mcfg.task, self.mcfg.p).tolist()
         finished = []
         for r, (m, row) in enumerate(zip(active, rows.tolist())):
             te_loss, te_acc = test[r] if evaluate[r] else (math.nan, math.nan)
             full = [epoch, row[0], te_loss, row[1], te_acc] + row[2:]
+            if m.probes:
+                full += self._probe_values(m, epoch, row[0], probe[r], ginis[r] if ginis and probe[r] else None)
             m.metrics.add(full)
             m.epoch = epoch
             if m.grok_epoch is None and te_acc >= GROK_ACC:
@@ -554,6 +611,23 @@ class _Engine:
                     )
                 )
         return finished
+
+    @staticmethod
+    def _probe_values(m: _Member, epoch: int, train_loss: float, due: bool, ginis) -> list[float]:
+        """Member ``m``'s probe columns for its row of ``epoch`` (NaN where a probe is not due)."""
+        m.losses.append(train_loss)
+        step = m.step_probes.pop(epoch, {})
+        out: list[float] = []
+        nan = math.nan
+        for p in m.probes:
+            if p in probing.STEP_PROBES:
+                names = probing.probe_columns([p], m.trainable)
+                out += [step.get(c, nan) if due else nan for c in names]
+            elif p == "loss_hjorth":
+                out += list(probing.hjorth(m.losses)) if due else [nan, nan]
+            elif p == "fourier_gini":
+                out += list(ginis) if due and ginis is not None else [nan, nan]
+        return out
 
     def _project(self, P: dict[str, Tensor], active: list[_Member]) -> None:
         """Constant-norm training: members that ask for it go back to their target norm."""

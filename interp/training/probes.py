@@ -1,0 +1,115 @@
+"""Training probes: columns the trainer adds to ``metrics.csv`` every ``probe_every`` epochs.
+
+A probe is a cheap measurement taken while training, for monitoring and for the forecasters of
+``interp.theory.forecast`` (issue "See grokking coming"). Each is computed for all members of an
+ensemble at once from the stacked parameters. The probes, their columns and their meaning:
+
+- ``grad_norm``: ``grad_total`` and ``grad_<param>``, the L2 norm of the full-batch (or minibatch)
+  gradient of the step into this epoch, over all trainable parameters and per parameter (before
+  any Grokfast filter).
+- ``update_ratio``: ``update_ratio`` = ||theta_E - theta_{E-1}|| / ||theta_{E-1}||, the relative size
+  of the step into this epoch (after weight decay and any norm projection).
+- ``loss_hjorth``: the training loss's spectral signature over the trailing ``probe_window`` logged
+  train losses (Notsawo et al. 2023; REFERENCE §7): ``loss_activity`` = sum of L(t)^2 over the
+  window (its energy: by Parseval, equally the sum of |FFT L|^2 / window) and ``loss_mobility`` =
+  sqrt(var(dL) / var(L)) with dL the first difference (Hjorth's mobility: the signal's mean
+  frequency). NaN until the window holds 3 values.
+- ``fourier_gini``: ``gini_W_E`` and ``gini_W_L``, the Gini coefficient of the Fourier-component
+  norms of the embedding and of the neuron-logit map, the progress measures of REFERENCE §3 with the
+  analysis's own definitions (``interp.analysis.measures``), so the trend is seen during training.
+
+Rows where a probe is not due leave its columns empty. The probes of a run are fixed when it is
+created (its metrics header names them); a run created before probes existed resumes without them.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.analysis.fourier import fft1d, frame
+from interp.analysis.measures import gini
+from interp.errors import InterpError
+
+PROBES = ("grad_norm", "update_ratio", "loss_hjorth", "fourier_gini")
+DEFAULT_PROBES = PROBES  # all four cost a few percent of an epoch (tests/benchmarks/probes.py)
+STEP_PROBES = ("grad_norm", "update_ratio")  # measured around the optimiser step
+
+
+def parse_probes(text: str) -> tuple[str, ...]:
+    """``default``, ``none`` or a comma-separated list of probe names -> the probes, in PROBES order."""
+    text = text.strip()
+    if text == "default":
+        return DEFAULT_PROBES
+    if text in ("none", ""):
+        return ()
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in PROBES]
+    if unknown:
+        raise InterpError(
+            f"probes: unknown probe(s) {', '.join(unknown)}; choose from {', '.join(PROBES)}, 'default' or 'none'"
+        )
+    return tuple(p for p in PROBES if p in names)
+
+
+def probe_columns(probes: Iterable[str], trainable: Sequence[str]) -> list[str]:
+    """The metrics columns of ``probes`` for a model whose trainable parameters are ``trainable``."""
+    cols: list[str] = []
+    for p in probes:
+        if p == "grad_norm":
+            cols += ["grad_total"] + [f"grad_{n}" for n in trainable]
+        elif p == "update_ratio":
+            cols.append("update_ratio")
+        elif p == "loss_hjorth":
+            cols += ["loss_activity", "loss_mobility"]
+        elif p == "fourier_gini":
+            cols += ["gini_W_E", "gini_W_L"]
+    return cols
+
+
+def probes_in_header(header: Sequence[str], trainable: Sequence[str]) -> tuple[str, ...]:
+    """The probes whose columns a metrics header holds (what a resumed run keeps measuring)."""
+    have = set(header)
+    return tuple(p for p in PROBES if all(c in have for c in probe_columns([p], trainable)))
+
+
+@torch.no_grad()
+def grad_norms(params: dict[str, Tensor]) -> Float[Tensor, "run k"]:
+    """Per member: [total gradient norm, then each parameter's], over the parameters that have a gradient."""
+    sq = torch.stack([p.grad.double().pow(2).flatten(1).sum(1) for p in params.values()], 1)
+    return torch.cat([sq.sum(1, keepdim=True), sq], 1).sqrt()
+
+
+@torch.no_grad()
+def update_ratio(before: dict[str, Tensor], after: dict[str, Tensor]) -> Float[Tensor, "run"]:
+    """Per member ||after - before|| / ||before|| over all parameters."""
+    num = sum((after[n].detach().double() - b.double()).pow(2).flatten(1).sum(1) for n, b in before.items())
+    den = sum(b.double().pow(2).flatten(1).sum(1) for b in before.values())
+    return (num / den).sqrt()
+
+
+def hjorth(losses: Sequence[float]) -> tuple[float, float]:
+    """(activity, mobility) of a loss window: sum of L^2, and sqrt(var(dL) / var(L)); NaN below 3 values."""
+    x = np.asarray([v for v in losses if np.isfinite(v)], dtype=float)
+    if x.size < 3:
+        return float("nan"), float("nan")
+    var = x.var()
+    mobility = float(np.sqrt(np.diff(x).var() / var)) if var > 0 else float("nan")
+    return float((x**2).sum()), mobility
+
+
+@torch.no_grad()
+def fourier_ginis(params: dict[str, Tensor], task: str, p: int) -> Float[Tensor, "run 2"]:
+    """Per member (gini_W_E, gini_W_L): the analysis's Gini of Fourier-row norms (REFERENCE §3)."""
+    fr = frame(task, p)
+    W_E = params["embed.W_E"].detach().double()[:, fr.a_tokens.to(params["embed.W_E"].device)]
+    W_L = params["blocks.0.mlp.W_out"].detach().double() @ params["unembed.W_U"].detach().double()
+    W_L = W_L[:, :, fr.c_tokens.to(W_L.device)].transpose(1, 2)  # [run, answer, neuron]
+    rows_E = fft1d(W_E, dim=1).norm(dim=2)
+    rows_L = fft1d(W_L, dim=1).norm(dim=2)
+    # measures.gini is the one definition; R small vectors every probe_every epochs
+    return torch.tensor([[gini(e), gini(m)] for e, m in zip(rows_E.cpu(), rows_L.cpu())], dtype=torch.float64)
