@@ -237,7 +237,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from interp.analysis.run_table import analyze
 
     table, s = analyze(
-        args.run, key_freqs=args.key_freqs, progress=not (args.json or args.no_progress), recompute=args.recompute
+        args.run,
+        key_freqs=args.key_freqs,
+        progress=not (args.json or args.no_progress),
+        recompute=args.recompute,
+        spectra=args.spectra,
     )
     if args.json:
         print(json.dumps(json_safe(s.to_dict()), indent=2))
@@ -275,6 +279,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         f"                 Gini W_E {f['gini_W_E']:.3f}  W_L {f['gini_W_L']:.3f}  neurons FVE>0.85 "
         f"{f['frac_neurons_fve']:.1%}  sum sq weights {f['sq_total']:.1f}"
     )
+    if f.get("rqi") is not None:
+        print(f"                 RQI {f['rqi']:.3f} (circle chart on the key-frequency planes)")
     print(f"table            {s.run}/{TABLE_FILE}")
     return 0
 
@@ -289,6 +295,12 @@ def _register_analyze(subparsers) -> None:
         help="frequencies for restricted/excluded loss (default: the final checkpoint's key frequencies)",
     )
     p.add_argument("--recompute", action="store_true", help="ignore the saved table and analyse every checkpoint")
+    p.add_argument(
+        "--spectra",
+        action="store_true",
+        help="also the HTSR alpha and correlation traps of every weight matrix (interp.analysis.spectra; "
+        "~0.5 s per canonical checkpoint; kept once computed)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_analyze)
 
