@@ -85,11 +85,11 @@ def _explicit_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
     return given, {**(PRESETS[args.preset] if args.preset else {}), **given}
 
 
-def _resume(path: Path, overrides: dict[str, Any], progress: bool):
+def _resume(path: Path, overrides: dict[str, Any], progress: bool, forecast=None):
     """Continue the run in ``path`` (``train`` verifies it first: ``store.verify_resumable``)."""
     from interp.training.loop import train
 
-    return train(None, path, resume=True, progress=progress, overrides=overrides or None)  # type: ignore[arg-type]
+    return train(None, path, resume=True, progress=progress, overrides=overrides or None, forecast=forecast)  # type: ignore[arg-type]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -115,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--resume continues a run with its saved config; only {', '.join(_flag(k) for k in RESUME_OVERRIDABLE)} "
                 f"may change, drop {', '.join(_flag(k) for k in fixed)}"
             )
-        run = _resume(Path(args.resume), overrides, progress)
+        run = _resume(Path(args.resume), overrides, progress, _forecast_calibration(args))
         print(f"run saved in {run.path}")
         return 0
     cfg = preset(args.preset, **overrides) if args.preset else TrainConfig(**overrides)
@@ -136,11 +136,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"resuming {out} with "
                 + ", ".join(f"{k}={v!r} (was {getattr(saved, k)!r})" for k, v in changes.items())
             )
-        run = _resume(out, changes, progress)
+        run = _resume(out, changes, progress, _forecast_calibration(args))
     else:  # train() creates the directory through store.new_run_dir (an unstarted leftover is reused)
-        run = train(cfg, out, resume=False, progress=progress)
+        run = train(cfg, out, resume=False, progress=progress, forecast=_forecast_calibration(args))
     print(f"run saved in {run.path}")
     return 0
+
+
+def _forecast_calibration(args: argparse.Namespace):
+    """The calibration of ``--forecast-calibration SWEEP|FILE`` (None when not given)."""
+    if not getattr(args, "forecast_calibration", None):
+        return None
+    from interp.theory.forecast import load_calibration
+
+    return load_calibration(args.forecast_calibration)
 
 
 def run_summary(path: str) -> dict[str, Any]:
@@ -475,6 +484,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         max_members=args.max_members,
         progress=not args.no_progress,
         threads=args.threads,
+        forecast=_forecast_calibration(args),
+        stop_hopeless=args.stop_hopeless,
     )
     done = int((index["status"] == "done").sum())
     print(
@@ -535,6 +546,17 @@ def _register_sweep(subparsers) -> None:
         "--max-members", type=int, default=64, help="largest ensemble (default 64; memory may make it smaller)"
     )
     s.add_argument("--threads", type=int, help="torch threads per ensemble (default: torch's)")
+    s.add_argument(
+        "--forecast-calibration",
+        metavar="SWEEP|FILE",
+        help="show how many runs are forecast (after memorising) not to grok in budget (interp.theory.forecast)",
+    )
+    s.add_argument(
+        "--stop-hopeless",
+        action="store_true",
+        help="stop runs forecast not to grok within their budget (index status 'stopped'; needs "
+        "--forecast-calibration)",
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sweep)
 
@@ -564,6 +586,43 @@ def _register_law(subparsers) -> None:
     s.add_argument("sweep", help="sweep directory")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_law)
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from interp.store import Run
+    from interp.theory.forecast import forecast_run, format_run_forecast, load_calibration
+    from interp.training.sweep import is_sweep
+
+    if is_sweep(args.run):
+        raise InterpError(f"{args.run} is a sweep directory; forecast one of its runs (its runs/ subdirectories)")
+    Run.open(args.run)  # a one-line error when it is not a run directory
+    cal = load_calibration(args.calibration, exclude=args.run)
+    if args.save_calibration:
+        cal.save(args.save_calibration)
+    rf = forecast_run(args.run, cal, at=args.at)
+    print(json.dumps(rf.to_dict(), indent=2, default=float) if args.json else format_run_forecast(rf))
+    return 0
+
+
+def _register_forecast(subparsers) -> None:
+    s = subparsers.add_parser(
+        "forecast",
+        help="forecast whether and when a run will grok (delay law, norm contraction, Fourier trend)",
+        description="From the run's history so far (or up to --at), each forecaster calibrated on a sweep "
+        "predicts T_grok with a 95%% interval and whether it falls within the run's budget "
+        "(interp.theory.forecast).",
+    )
+    s.add_argument("run", help="run directory")
+    s.add_argument(
+        "--calibration",
+        required=True,
+        metavar="SWEEP|FILE",
+        help="a sweep directory to calibrate on (the run itself left out) or a saved calibration JSON",
+    )
+    s.add_argument("--at", type=int, metavar="EPOCH", help="forecast from the history up to this epoch")
+    s.add_argument("--save-calibration", metavar="FILE", help="also write the calibration to FILE (JSON)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_forecast)
 
 
 def cmd_phases(args: argparse.Namespace) -> int:
@@ -625,6 +684,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     t.add_argument("--resume-if-exists", action="store_true", help="resume --out if it already holds a run")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--forecast-calibration",
+        metavar="SWEEP|FILE",
+        help="show the forecast T_grok in the progress bar once the run has memorised (interp.theory.forecast)",
+    )
     _add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
@@ -645,6 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_sweep(sub)
     _register_law(sub)
     _register_phases(sub)
+    _register_forecast(sub)
     return parser
 
 

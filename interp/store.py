@@ -59,6 +59,8 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 CKPT_DIR = "checkpoints"
 LOCK_FILE = ".lock"
 TRAINING_LOG_FILE = "training_log.jsonl"
+# written when a sweep stopped the run early because it was forecast not to grok in budget
+STOPPED_FILE = "stopped.json"
 # sweep directories (interp.training.sweep): the spec, one run directory per grid point, the index
 SWEEP_FILE = "sweep.json"
 SWEEP_RUNS_DIR = "runs"

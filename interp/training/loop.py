@@ -62,10 +62,12 @@ from interp.store import (
     CKPT_DIR,
     METRICS_FILE,
     OPTIMIZER_FILE,
+    STOPPED_FILE,
     TRAINING_LOG_FILE,
     MetricsWriter,
     Run,
     RunLock,
+    atomic_write_bytes,
     load_tensors,
     new_run_dir,
     remove_stale_temp_files,
@@ -178,12 +180,14 @@ def train(
     progress: bool = True,
     max_epochs_this_call: Optional[int] = None,
     overrides: Optional[dict] = None,
+    forecast=None,
 ) -> Run:
     """Train ``cfg`` into ``out_dir`` (new run) or continue it (``resume=True``; ``cfg`` is then read from it).
 
     ``overrides``: on resume, fields outside the config hash to change (``epochs``,
     ``stop_after_grok``, ``device``, ``eval_every``). ``max_epochs_this_call`` stops early without
-    marking the run complete (used by tests that simulate interruptions).
+    marking the run complete (used by tests that simulate interruptions). ``forecast``: a
+    ``interp.theory.forecast.Calibration``; the progress bar then shows the forecast T_grok.
     """
     flush_subnormals()  # before any tensor work starts torch's thread pool
     out = Path(out_dir)
@@ -200,7 +204,7 @@ def train(
         guard = new_run_dir(out)
     # ------------------------------------------------------------------------------------------
     with guard:
-        bar = _RunBar(cfg, progress)
+        bar = _RunBar(cfg, progress, out, forecast)
         runs = train_ensemble(
             [cfg], [out], resume=resume, on_progress=bar, max_epochs_this_call=max_epochs_this_call, report=progress
         )
@@ -209,21 +213,33 @@ def train(
 
 
 class _RunBar:
-    """The single-run progress bar: epochs, train/test loss and test accuracy."""
+    """The single-run progress bar: epochs, train/test loss and test accuracy; with a forecast
+    calibration, the forecast T_grok once the run has memorised (``interp.theory.forecast``)."""
 
-    def __init__(self, cfg: TrainConfig, enabled: bool):
+    def __init__(self, cfg: TrainConfig, enabled: bool, out: Optional[Path] = None, forecast=None):
         self.bar = tqdm(total=cfg.epochs, disable=not enabled, unit="ep", dynamic_ncols=True, desc=cfg.run_name)
+        self.out = out
+        self.live = None
+        if forecast is not None and enabled:
+            from interp.theory.forecast import LiveForecaster
+
+            self.live = LiveForecaster(forecast)
 
     def __call__(self, event: "ProgressEvent") -> None:
         if event.kind == "start":
             self.bar.n = event.epoch
             self.bar.total = event.final_epoch
-        elif event.kind == "epoch" and (event.epoch % 10 == 0 or event.epoch == event.final_epoch):
-            self.bar.total = event.final_epoch
-            row = event.row
-            self.bar.set_postfix(train=f"{row[1]:.2e}", test=f"{row[2]:.2e}", test_acc=f"{row[4]:.3f}", refresh=False)
-            self.bar.n = event.epoch
-            self.bar.refresh()
+        elif event.kind == "epoch":
+            f = self.live.update(self.out, event.row) if self.live is not None else None
+            if event.epoch % 10 == 0 or event.epoch == event.final_epoch:
+                self.bar.total = event.final_epoch
+                row = event.row
+                post = dict(train=f"{row[1]:.2e}", test=f"{row[2]:.2e}", test_acc=f"{row[4]:.3f}")
+                if f is not None:
+                    post["T_grok"] = "never" if f.t_grok is None else f"~{f.t_grok:,.0f}"
+                self.bar.set_postfix(**post, refresh=False)
+                self.bar.n = event.epoch
+                self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()
@@ -241,6 +257,8 @@ class ProgressEvent:
     row: Optional[list[float]] = None
     grok_epoch: Optional[int] = None
     complete: bool = False
+    # set by a handler of an "epoch" event: stop this member here (saved, marked stopped: STOPPED_FILE)
+    stop: Optional[str] = None
 
 
 @dataclass
@@ -383,6 +401,7 @@ def _open_member(cfg: TrainConfig, out: Path, resume: bool, max_epochs_this_call
         write_config(out, cfg)
     else:
         remove_stale_temp_files(out)  # we hold the lock: temp files are leftovers of a killed writer
+        (out / STOPPED_FILE).unlink(missing_ok=True)  # resumed on purpose: no longer stopped
         run = Run.open(out)
         split = run.split
         if (out / OPTIMIZER_FILE).exists():
@@ -600,7 +619,13 @@ class _Engine:
                 )
                 m.metrics.flush()
             index = self.members.index(m)
-            self.on_progress(ProgressEvent("epoch", index, epoch, m.final_epoch, full))
+            event = ProgressEvent("epoch", index, epoch, m.final_epoch, full)
+            self.on_progress(event)
+            if event.stop and epoch < m.stops_at:
+                self._stop_member(m, r, epoch, P, opt, event.stop)
+                finished.append(r)
+                self.on_progress(ProgressEvent("done", index, epoch, m.final_epoch, grok_epoch=m.grok_epoch))
+                continue
             if epoch >= m.stops_at:
                 finished.append(r)
                 m.done = True
@@ -611,6 +636,20 @@ class _Engine:
                     )
                 )
         return finished
+
+    @staticmethod
+    def _stop_member(m: _Member, r: int, epoch: int, P, opt: EnsembleOptimizer, reason: str) -> None:
+        """Stop member ``m`` at ``epoch`` on request: its state is saved there, so the run directory is
+        whole (and resumable by ``interp train --resume``), and STOPPED_FILE says why."""
+        if epoch not in m.schedule:
+            save_checkpoint(m.out, epoch, {n: t[r] for n, t in P.items()}, m.cfg)
+            save_tensors(
+                m.out / OPTIMIZER_FILE, opt.member_state(r), {"epoch": str(epoch), "config_hash": m.cfg.config_hash()}
+            )
+        m.metrics.flush()
+        body = {"epoch": epoch, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write_bytes(m.out / STOPPED_FILE, (json.dumps(body) + "\n").encode())
+        m.done = True
 
     @staticmethod
     def _probe_values(m: _Member, epoch: int, train_loss: float, due: bool, ginis) -> list[float]:

@@ -41,6 +41,7 @@ from interp.config import PRESETS, TrainConfig, preset
 from interp.errors import InterpError
 from interp.store import (
     CONFIG_FILE,
+    STOPPED_FILE,
     SWEEP_FILE,
     SWEEP_INDEX_FILE,
     SWEEP_RUNS_DIR,
@@ -345,8 +346,12 @@ def run_row(cfg: TrainConfig, path: Path, axes: Sequence[str]) -> dict[str, Any]
     )
     tested = df[df["test_acc"].notna()]
     sq = dict(zip(df["epoch"], df["sq_total"]))
+    stopped = path / STOPPED_FILE
+    status = "done" if int(last["epoch"]) >= final else "partial"
+    if stopped.exists() and status == "partial":
+        status = "stopped"  # by the sweep, forecast not to grok in budget (reason in STOPPED_FILE)
     row.update(
-        status="done" if int(last["epoch"]) >= final else "partial",
+        status=status,
         epochs_trained=int(last["epoch"]),
         T_mem=t_mem,
         T_grok=t_grok,
@@ -391,12 +396,18 @@ def read_index(path: str | os.PathLike):
 
 
 class SweepBar:
-    """One progress bar for a sweep: run-epochs (rate, ETA), runs done, grokked so far."""
+    """One progress bar for a sweep: run-epochs (rate, ETA), runs done, grokked so far; with a forecast
+    calibration, also the runs forecast not to grok in budget (and, with ``stop_hopeless``, stopped)."""
 
-    def __init__(self, cfgs: Sequence[TrainConfig], enabled: bool):
+    def __init__(self, cfgs: Sequence[TrainConfig], enabled: bool, forecast=None, stop_hopeless: bool = False):
+        from interp.theory.forecast import LiveForecaster
+
         self.n_runs = len(cfgs)
         self.done: set[str] = set()
         self.grokked: set[str] = set()
+        self.hopeless: set[str] = set()
+        self.live = LiveForecaster(forecast) if forecast is not None else None
+        self.stop_hopeless = stop_hopeless
         self.bar = tqdm(
             total=sum(c.epochs for c in cfgs),
             disable=not enabled,
@@ -406,7 +417,13 @@ class SweepBar:
             smoothing=0.05,
         )
 
-    def handler(self, cfgs: Sequence[TrainConfig]) -> Callable[[ProgressEvent], None]:
+    def _postfix(self) -> dict:
+        d = {"runs": f"{len(self.done)}/{self.n_runs}", "grokked": len(self.grokked)}
+        if self.live is not None:
+            d["stopped" if self.stop_hopeless else "forecast_no_grok"] = len(self.hopeless)
+        return d
+
+    def handler(self, cfgs: Sequence[TrainConfig], dirs: Optional[Sequence[Path]] = None):
         positions: dict[int, int] = {}
 
         def on(event: ProgressEvent) -> None:
@@ -417,6 +434,14 @@ class SweepBar:
             if event.kind == "epoch":
                 if event.row and event.row[4] >= 0.99:
                     self.grokked.add(cfg.run_name)
+                if self.live is not None and dirs is not None:
+                    f = self.live.update(dirs[event.member], event.row)
+                    if f is not None and f.will_grok is False:
+                        self.hopeless.add(cfg.run_name)
+                        if self.stop_hopeless:
+                            event.stop = f"forecast not to grok by epoch {cfg.epochs} ({f.note or 'combined'})"
+                    elif f is not None:
+                        self.hopeless.discard(cfg.run_name)
                 return
             if event.kind == "done":
                 if event.grok_epoch is not None:
@@ -425,13 +450,15 @@ class SweepBar:
                     self.done.add(cfg.run_name)
                     # a run that stops early (stop_after_grok) frees the rest of its budget
                     self.bar.total -= cfg.epochs - event.epoch
-            self.bar.set_postfix(runs=f"{len(self.done)}/{self.n_runs}", grokked=len(self.grokked), refresh=False)
+                elif cfg.run_name in self.hopeless and self.stop_hopeless:
+                    self.bar.total -= cfg.epochs - event.epoch
+            self.bar.set_postfix(**self._postfix(), refresh=False)
             self.bar.refresh()
 
         return on
 
     def close(self) -> None:
-        self.bar.set_postfix(runs=f"{len(self.done)}/{self.n_runs}", grokked=len(self.grokked))
+        self.bar.set_postfix(**self._postfix())
         self.bar.close()
 
 
@@ -476,20 +503,35 @@ def run_sweep(
     max_members: int = 64,
     progress: bool = True,
     threads: Optional[int] = None,
+    forecast=None,
+    stop_hopeless: bool = False,
 ):
-    """Train every run of ``spec`` into ``out`` (or continue them); returns the index DataFrame."""
+    """Train every run of ``spec`` into ``out`` (or continue them); returns the index DataFrame.
+
+    ``forecast``: a ``interp.theory.forecast.Calibration``; the progress bar then shows how many runs
+    are forecast (after memorising) not to grok within their budget, and with ``stop_hopeless`` those
+    runs are stopped there (status "stopped" in the index; their directories stay resumable)."""
     out = Path(out)
     cfgs = spec.configs(device)
     _prepare(spec, out, resume)
     dirs = sweep_runs(out, cfgs)
-    groups = plan(cfgs, max_members=max_members)
-    bar = SweepBar(cfgs, progress)
+    # runs the sweep stopped early (forecast not to grok) stay stopped; `interp train --resume` continues one
+    todo = [i for i, d in enumerate(dirs) if not (d / STOPPED_FILE).exists()]
+    groups = [[todo[i] for i in g] for g in plan([cfgs[i] for i in todo], max_members=max_members)]
+    if stop_hopeless and forecast is None:
+        raise InterpError("--stop-hopeless needs a forecast calibration (--forecast-calibration)")
+    if stop_hopeless and executor != "local":
+        raise InterpError("--stop-hopeless works with the local executor only")
+    bar = SweepBar(cfgs, progress, forecast=forecast, stop_hopeless=stop_hopeless)
     try:
         if executor == "local":
             for g in groups:
                 members = [cfgs[i] for i in g]
                 train_members(
-                    [c.to_dict() for c in members], [str(dirs[i]) for i in g], threads, on_progress=bar.handler(members)
+                    [c.to_dict() for c in members],
+                    [str(dirs[i]) for i in g],
+                    threads,
+                    on_progress=bar.handler(members, [dirs[i] for i in g]),
                 )
                 write_index(spec, out, cfgs)
         elif executor == "ray":
