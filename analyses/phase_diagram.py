@@ -17,7 +17,7 @@ Prints the phase of every cell, which phases appear, and where grokking lies rel
 comprehension and memorisation (grid distance from each grokking cell to the nearest cell of each);
 writes analyses/results/phase_diagram.{md,json,html} and each sweep's phases.json.
 
-    python analyses/phase_diagram.py [--epochs 3000] [--tau N] [--threads 2]
+    python analyses/phase_diagram.py [--epochs 2000] [--tau N] [--threads 2]   # ~28 min on 2 shared CPU cores
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ MISSING = {
     "learning rates; a budget shorter than the delay turns it into memorisation",
     "memorisation": "fitting without generalising within the budget: weight decay 0 (nothing pulls the weights off "
     "the memorising solution) or training fractions below the critical one",
-    "confusion": "not even fitting the training set within the budget: learning rates below ~1e-4 for this budget "
-    "(each step too small), or lr x weight decay close to 1 (the decay erases what a step learns)",
+    "confusion": "not even fitting the training set within the budget: weight decay too strong for the fit "
+    "(in the lr x wd grid every cell at weight decay 10 is confusion, whatever the learning rate) or a learning "
+    "rate too small with strong decay (lr 1e-4 at weight decay 3); the frac x wd grid stops at weight decay 3 "
+    "at lr 3e-3, short of that region",
 }
 
 
@@ -73,7 +75,12 @@ def train(name: str, grid: dict, args, root: Path) -> tuple[Path, float]:
     d = root / name
     t = time.time()
     run_sweep(spec, d, resume=(d / "sweep.json").exists(), threads=args.threads, progress=not args.no_progress)
-    return d, time.time() - t
+    # training time summed over the invocations that trained this sweep (a re-run that only
+    # rewrites the results adds its few seconds)
+    f = d / "study_wall_seconds.json"
+    total = (json.loads(f.read_text())["seconds"] if f.exists() else 0.0) + time.time() - t
+    f.write_text(json.dumps({"seconds": round(total, 1)}) + "\n")
+    return d, total
 
 
 def distances(grid: PhaseGrid) -> dict:
@@ -118,7 +125,10 @@ def describe(name: str, grid: PhaseGrid, table, alt) -> tuple[list[str], dict]:
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         lines.append(
             f"Grokking cells: {dist['grokking_cells']}; mean grid distance (cells, Chebyshev) to the nearest "
-            f"memorisation cell {fmt(dm)}, to the nearest comprehension cell {fmt(dc)}."
+            f"memorisation cell {fmt(dm)}, to the nearest comprehension cell {fmt(dc)}; "
+            f"{dist.get('adjacent_to_memorisation', 0)} border a memorisation cell, "
+            f"{dist.get('adjacent_to_comprehension', 0)} a comprehension cell (one seed per cell: a one-cell "
+            "difference is within what another seed could move)."
         )
         if dm is not None and dc is not None:
             lines.append(
@@ -140,7 +150,7 @@ def describe(name: str, grid: PhaseGrid, table, alt) -> tuple[list[str], dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=3000, help="budget B of every run")
+    ap.add_argument("--epochs", type=int, default=2000, help="budget B of every run")
     ap.add_argument("--tau", type=int, help="gap threshold (default epochs / 10)")
     ap.add_argument("--threads", type=int, help="torch threads (2 when alone on this machine)")
     ap.add_argument("--root", default="checkpoints/studies/phase_diagram")
@@ -149,17 +159,18 @@ def main() -> None:
     args = ap.parse_args()
     tau = args.tau if args.tau is not None else args.epochs // 10
     root, out = Path(args.root), Path(args.out)
-    t0 = time.time()
     lw_dir, lw_s = train("lr_wd", {"lr": LRS, "weight_decay": WDS}, args, root)
     fw_dir, fw_s = train("frac_wd", {"frac_train": FRACS, "weight_decay": FRAC_WDS}, args, root)
-    wall = time.time() - t0
+    wall = lw_s + fw_s
 
     lines = [
         "# Phase diagram of the `small` transformer (REFERENCE §6)",
         "",
         f"`python {' '.join(shlex.quote(a) for a in sys.argv)}`: {len(LRS) * len(WDS) + len(FRACS) * len(FRAC_WDS)} "
-        f"runs (one seed each) in {wall / 60:.1f} min of training on this machine (lr x wd {lw_s / 60:.1f} min, "
-        f"frac x wd {fw_s / 60:.1f} min).",
+        f"runs (one seed each) in {wall / 60:.1f} min of training on this machine, summed over the invocations that "
+        f"trained them (lr x wd {lw_s / 60:.1f} min, "
+        f"frac x wd {fw_s / 60:.1f} min; torch threads {args.threads or 'default'}; the machine's CPUs are shared "
+        "with whatever else runs, so this is an upper bound on the study's own cost).",
         "",
         f"Rule: budget B = {args.epochs} epochs (one full-batch step each), threshold 0.9, tau = {tau} (B / 10: the "
         "paper's tau / B at B = 1e4; its tau = 1000 with B = 1e4..1e5 would call most of our grokking runs "
@@ -185,10 +196,15 @@ def main() -> None:
         fig.update_layout(title=f"{name}: {fig.layout.title.text}")
         figs.append(fig)
     lines += [
+        f"Reading: memorisation here means not generalised within B = {args.epochs} epochs. The grokking delay "
+        "grows as 1 / (lr x weight decay) (REFERENCE §5), so memorisation cells next to the grokking band "
+        "(smaller lr or weight decay) may grok with a longer budget, and the band would move into today's "
+        "memorisation region; weight decay 0 has no such pull and stays memorisation.",
+        "",
         "Paper (Liu et al. 2022, transformers on modular addition): decoder lr x weight decay grids with "
         "B = 1e4-1e5, tau = 1e3; all four phases appear and grokking lies closer to memorisation than to "
         "comprehension. Setup differences: p = 59, our model (the '=' token, no LayerNorm), AdamW on the whole "
-        "model (theirs: the decoder's lr), full batch, one seed per cell, B a few thousand epochs.",
+        f"model (theirs: the decoder's lr), full batch, one seed per cell, B = {args.epochs} epochs.",
     ]
     out.mkdir(parents=True, exist_ok=True)
     (out / "phase_diagram.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
