@@ -8,6 +8,10 @@ reached during training are recorded. The paper's claim: train loss against alph
 generalising norm w_c).
 
 Trains through the sweep engine (one ensemble of all alphas), at the `small` size by default.
+``--scale-lr`` multiplies each alpha's learning rate by alpha: Adam's step has a fixed absolute
+size, so at alpha = 10 it moves the weights 10x less relative to their size, and with the base lr
+the large-norm runs had not fitted in 2000 epochs (best train loss 11 at alpha 6.3, 630 at 10);
+scaling keeps the relative step of every alpha that of alpha = 1.
 Writes analyses/results/lu_curves.{md,json} and lu_curves.html.
 
     python analyses/lu_curves.py [--size small] [--points 11] [--epochs 2000] [--seeds 1]
@@ -23,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from interp.config import PRESETS, TrainConfig
 from interp.store import SWEEP_RUNS_DIR, Run
 from interp.theory.weight_norm import lu_curves, lu_shape
 from interp.training.sweep import SweepSpec, run_sweep
@@ -34,16 +39,23 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=11)
     ap.add_argument("--epochs", type=int, default=2000)
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--scale-lr", action="store_true", help="lr times alpha (equal relative Adam steps)")
     ap.add_argument("--sweep-dir", default="checkpoints/studies/lu_curves")
     ap.add_argument("--out", default="analyses/results")
     args = ap.parse_args()
 
     alphas = [round(float(a), 6) for a in 10 ** np.linspace(-1, 1, args.points)]
+    base_lr = PRESETS[args.size].get("lr", TrainConfig.lr)
+    if args.scale_lr:  # linked points: (alpha, lr * alpha)
+        axes = {"points": [{"init_scale": a, "lr": round(base_lr * a, 9)} for a in alphas]}
+    else:
+        axes = {"grid": {"init_scale": alphas}}
     spec = SweepSpec.from_dict(
         {
             "preset": args.size,
             "seeds": args.seeds,
             "name": "lu_curves",
+            **axes,
             "fixed": {
                 "weight_decay": 0.0,
                 "constant_norm": True,
@@ -52,7 +64,6 @@ def main() -> None:
                 "eval_every": 10,
                 "checkpoint_every": 1000,
             },
-            "grid": {"init_scale": alphas},
         }
     )
     t0 = time.time()
@@ -88,7 +99,8 @@ def main() -> None:
         "# LU curves on the transformer (Omnigrok, REFERENCE §4)",
         "",
         f"`python analyses/lu_curves.py --size {args.size} --points {args.points} --epochs {args.epochs} "
-        f"--seeds {args.seeds}`: fixed-norm AdamW (wd 0), {args.epochs} epochs per alpha, "
+        f"--seeds {args.seeds}{' --scale-lr' if args.scale_lr else ''}`: fixed-norm AdamW (wd 0, lr "
+        f"{'base lr x alpha' if args.scale_lr else f'{base_lr:g}'}), {args.epochs} epochs per alpha, "
         f"{len(index)} runs in {wall / 60:.1f} min on this machine.",
         "",
         "| alpha | best train loss | best test loss | final train acc | final test acc |",

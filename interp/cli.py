@@ -562,7 +562,7 @@ def _register_sweep(subparsers) -> None:
 
 
 def cmd_law(args: argparse.Namespace) -> int:
-    from interp.store import SWEEP_RUNS_DIR, Run, atomic_write_bytes
+    from interp.store import SWEEP_LAW_FILE, SWEEP_RUNS_DIR, Run, atomic_write_bytes
     from interp.theory.delay_law import delay_law, format_law
     from interp.training.sweep import is_sweep, read_index
 
@@ -571,7 +571,7 @@ def cmd_law(args: argparse.Namespace) -> int:
     index = read_index(args.sweep)
     law = delay_law(index, lambda run: Run.open(Path(args.sweep) / SWEEP_RUNS_DIR / run).metrics(), source=args.sweep)
     body = json.dumps(law.to_dict(), indent=2, default=float) + "\n"
-    atomic_write_bytes(Path(args.sweep) / "law.json", body.encode())
+    atomic_write_bytes(Path(args.sweep) / SWEEP_LAW_FILE, body.encode())
     print(body if args.json else format_law(law))
     return 0
 

@@ -65,6 +65,8 @@ STOPPED_FILE = "stopped.json"
 SWEEP_FILE = "sweep.json"
 SWEEP_RUNS_DIR = "runs"
 SWEEP_INDEX_FILE = "index.csv"
+SWEEP_PHASES_FILE = "phases.json"  # interp phases
+SWEEP_LAW_FILE = "law.json"  # interp law
 BASE_METRICS = ["epoch", "train_loss", "test_loss", "train_acc", "test_acc", "sq_total"]
 # What `info` (and the analysis) say for T_mem / T_grok of a run whose accuracies were never
 # recorded (imported paper files record losses only).

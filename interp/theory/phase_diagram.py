@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 import numpy as np
 
 from interp.errors import InterpError
+from interp.store import SWEEP_PHASES_FILE
 
 if TYPE_CHECKING:  # pandas is imported where it is used: the toy model needs only the rule
     import pandas as pd
@@ -80,10 +81,7 @@ def classify_phase(t_train: Optional[int], t_test: Optional[int], rule: PhaseRul
 
 # ---------------------------------------------------------------------------------------------- sweeps
 
-# The file ``interp phases`` writes into a sweep directory. It belongs in interp.store with the
-# other sweep names (SWEEP_FILE, SWEEP_RUNS_DIR, SWEEP_INDEX_FILE); it is defined here until the
-# owner of store.py moves it there.
-SWEEP_PHASES_FILE = "phases.json"
+
 RULE_TEXT = (
     "t_train / t_test: first epoch with train / test accuracy >= threshold (not reached within the budget: "
     "null). comprehension: both reached, t_test - t_train < tau; grokking: both reached, gap >= tau; "

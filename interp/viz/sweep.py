@@ -144,7 +144,8 @@ def _phase_section(sweep: Path, errors: list[str]) -> Optional[Section]:
     ``interp phases`` where it was run: SWEEP/phases.json), else None."""
     import json
 
-    from interp.theory.phase_diagram import SWEEP_PHASES_FILE, TAU_NOTE, phase_grid, sweep_phases
+    from interp.store import SWEEP_PHASES_FILE
+    from interp.theory.phase_diagram import TAU_NOTE, phase_grid, sweep_phases
     from interp.training.sweep import open_sweep
 
     spec, _ = open_sweep(sweep)
