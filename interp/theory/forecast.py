@@ -16,6 +16,10 @@ Three forecasters, each calibrated on a sweep (``calibrate``) and applied to a r
   T_grok = now + ln(rho V_mem / V_now) / (c eta lambda). The run's own progress enters through V_now.
   (Extrapolating a free fit V_t = A exp(k (t - T_mem)) + C from the first quarter of the delay was
   tried and did worse, 59% error at T_mem + 25%: V first rises after T_mem, then contracts.)
+- ``regression``: the delay-law paper's three-input predictor (eta, lambda, V_mem; REFERENCE §5) as a
+  least-squares fit of ln(T_grok - T_mem) on ln eta, ln lambda and ln V_mem over the calibration
+  runs: the law's form with its exponents free (the law says -1, -1 and a weak V_mem term). An input
+  the calibration runs do not vary gets no coefficient (it cannot be told from the intercept).
 - ``fourier``: the trend of the embedding's Fourier sparsity, ``gini_W_E`` (REFERENCE §3; the
   training probe of that name, or computed from checkpoints for runs without probes), extrapolated
   linearly over its last points to g*, the calibration runs' median Gini at T_grok. A flat or
@@ -42,7 +46,8 @@ import pandas as pd
 from interp.analysis.phases import ACC_THRESHOLD, first_epoch_reaching
 from interp.errors import InterpError
 
-FORECASTERS = ("delay_law", "contraction", "fourier")
+FORECASTERS = ("delay_law", "regression", "contraction", "fourier")
+REGRESSORS = ("log_lr", "log_weight_decay", "log_V_mem")
 TREND_POINTS = 5  # last Gini points the trend is fitted on
 Z95 = 1.96
 
@@ -57,6 +62,7 @@ class Calibration:
     rate_per_eta_lambda: float  # median contraction exponent k / (eta lambda) over [T_mem, T_grok]
     gini_at_grok: Optional[float]
     sigma: dict[str, float] = field(default_factory=dict)  # log-error spread per forecaster
+    regression: dict[str, float] = field(default_factory=dict)  # intercept and REGRESSORS coefficients
     n_runs: int = 0
     source: str = ""
 
@@ -192,6 +198,33 @@ def forecast_delay_law(h: RunHistory, cal: Calibration) -> Forecast:
     return _answer("delay_law", h, t_mem + delay, cal)
 
 
+def _regressors(lr: float, weight_decay: float, v_mem: float) -> dict[str, float]:
+    return {"log_lr": math.log(lr), "log_weight_decay": math.log(weight_decay), "log_V_mem": math.log(v_mem)}
+
+
+def forecast_regression(h: RunHistory, cal: Calibration) -> Forecast:
+    t_mem = h.t_mem
+    if h.weight_decay <= 0:
+        return _answer("regression", h, None, cal, "no weight decay: outside the fitted law")
+    if not cal.regression:
+        return Forecast("regression", h.now, None, None, None, h.budget, "calibration has no regression")
+    x = _regressors(h.lr, h.weight_decay, h.v_at(t_mem))
+    log_delay = cal.regression["intercept"] + sum(cal.regression.get(k, 0.0) * v for k, v in x.items())
+    return _answer("regression", h, t_mem + math.exp(log_delay), cal)
+
+
+def fit_regression(runs: list[RunHistory]) -> dict[str, float]:
+    """Least squares of ln(delay) on the REGRESSORS that vary among ``runs`` (others get no coefficient)."""
+    X = np.array([list(_regressors(h.lr, h.weight_decay, h.v_at(h.t_mem)).values()) for h in runs])
+    y = np.log([h.t_grok - h.t_mem for h in runs])
+    varied = [j for j in range(X.shape[1]) if np.ptp(X[:, j]) > 1e-12]
+    A = np.column_stack([np.ones(len(runs))] + [X[:, j] for j in varied])
+    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+    out = {"intercept": float(coef[0])}
+    out.update({REGRESSORS[j]: float(c) for j, c in zip(varied, coef[1:])})
+    return out
+
+
 def forecast_contraction(h: RunHistory, cal: Calibration) -> Forecast:
     t_mem = h.t_mem
     if h.weight_decay <= 0:
@@ -229,7 +262,12 @@ def forecast(h: RunHistory, cal: Calibration) -> list[Forecast]:
             f"the run has not memorised yet at epoch {h.now} (train accuracy at most "
             f"{np.nanmax(h.train_acc):.3f} < {ACC_THRESHOLD}): the forecasters start at T_mem"
         )
-    out = [forecast_delay_law(h, cal), forecast_contraction(h, cal), forecast_fourier(h, cal)]
+    out = [
+        forecast_delay_law(h, cal),
+        forecast_regression(h, cal),
+        forecast_contraction(h, cal),
+        forecast_fourier(h, cal),
+    ]
     answered = [f for f in out if f.will_grok is not None]
     if answered:
         ts = [f.t_grok if f.t_grok is not None else math.inf for f in answered]
@@ -268,7 +306,8 @@ def calibrate(histories: list[RunHistory], source: str = "") -> Calibration:
     if not (kappa > 0 and rate < 0):
         raise InterpError(f"{source or 'calibration'}: V does not fall between T_mem and T_grok in these runs")
     ginis = [h.gini[np.searchsorted(h.gini_epochs, h.t_grok)] for h in runs if (h.gini_epochs >= h.t_grok).any()]
-    cal = Calibration(kappa, v_star, rho, rate, float(np.median(ginis)) if ginis else None, {}, len(runs), source)
+    cal = Calibration(kappa, v_star, rho, rate, float(np.median(ginis)) if ginis else None, {}, {}, len(runs), source)
+    cal.regression = fit_regression(runs)
     # each forecaster's in-sample spread of log(predicted / true), at T_mem and at T_mem + 25% of the delay
     errs: dict[str, list[float]] = {}
     for h in runs:
