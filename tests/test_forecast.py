@@ -94,39 +94,44 @@ def test_calibration_round_trips_and_refuses_other_files(tmp_path):
         Calibration.load(tmp_path / "bad.json")
 
 
-def test_sweep_stops_hopeless_runs_and_forecast_cli(tmp_path):
-    """A tiny sweep calibrated on itself: the run without weight decay is stopped at T_mem, marked in the
-    index, left stopped by --resume; `interp forecast` answers for each kind of run and refuses bad input."""
+def test_sweep_stops_hopeless_runs_and_forecast_cli(tmp_path, capsys):
+    """A tiny sweep calibrated on another: the run without weight decay is stopped at T_mem, marked in the
+    index, left stopped by --resume; `interp forecast` answers for each kind of run and refuses bad input.
+    The sweeps and most commands run in this process (``interp.cli.main``); one bad input goes through the
+    real command line."""
+    from interp.cli import main
+
     base = ["--preset", "quick", "--no-progress"]
     cal_sweep = tmp_path / "cal"
-    r = run_cli("sweep", "--out", str(cal_sweep), *base, "--grid", "weight_decay=2,3", "--grid", "frac_train=0.6,0.7")
-    assert r.returncode == 0, r.stderr
+    assert (
+        main(["sweep", "--out", str(cal_sweep), *base, "--grid", "weight_decay=2,3", "--grid", "frac_train=0.6,0.7"])
+        == 0
+    )
     sw = tmp_path / "sw"
-    r = run_cli(
-        "sweep", "--out", str(sw), *base, "--grid", "weight_decay=0,3",
-        "--forecast-calibration", str(cal_sweep), "--stop-hopeless",
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    args = ["sweep", "--out", str(sw), *base, "--grid", "weight_decay=0,3"]
+    assert main([*args, "--forecast-calibration", str(cal_sweep), "--stop-hopeless"]) == 0
     index = pd.read_csv(sw / "index.csv").set_index("weight_decay")
     assert index.loc[0.0, "status"] == "stopped" and index.loc[0.0, "epochs_trained"] == index.loc[0.0, "T_mem"]
     assert index.loc[3.0, "status"] == "done"
     stopped = sw / "runs" / index.loc[0.0, "run"]
     assert "forecast not to grok" in json.loads((stopped / "stopped.json").read_text())["reason"]
-    r = run_cli("sweep", "--resume", str(sw), "--no-progress")
-    assert r.returncode == 0 and pd.read_csv(sw / "index.csv").set_index("weight_decay").loc[0.0, "status"] == "stopped"
+    assert main(["sweep", "--resume", str(sw), "--no-progress"]) == 0
+    assert pd.read_csv(sw / "index.csv").set_index("weight_decay").loc[0.0, "status"] == "stopped"
+    capsys.readouterr()
 
-    r = run_cli("forecast", str(stopped), "--calibration", str(cal_sweep))
-    assert r.returncode == 0 and "will not grok" in r.stdout, r.stdout + r.stderr
+    assert main(["forecast", str(stopped), "--calibration", str(cal_sweep)]) == 0
+    assert "will not grok" in capsys.readouterr().out
     grokked = sw / "runs" / index.loc[3.0, "run"]
-    r = run_cli("forecast", str(grokked), "--calibration", str(cal_sweep), "--json")
-    body = json.loads(r.stdout)
+    assert main(["forecast", str(grokked), "--calibration", str(cal_sweep), "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
     assert body["status"] == "grokked" and body["forecasts"]
-    r = run_cli("forecast", str(grokked), "--calibration", str(cal_sweep), "--at", "1")
-    assert r.returncode == 0 and "not memorised yet" in r.stdout
-    for args, message in (
-        ((str(sw), "--calibration", str(cal_sweep)), "is a sweep directory"),
+    assert main(["forecast", str(grokked), "--calibration", str(cal_sweep), "--at", "1"]) == 0
+    assert "not memorised yet" in capsys.readouterr().out
+    for argv, message in (
         ((str(tmp_path), "--calibration", str(cal_sweep)), "is not a run directory"),
         ((str(grokked), "--calibration", str(tmp_path / "none")), "neither a sweep directory nor a calibration"),
     ):
-        r = run_cli("forecast", *args)
-        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert main(["forecast", *argv]) == 2
+        assert message in capsys.readouterr().err
+    r = run_cli("forecast", str(sw), "--calibration", str(cal_sweep))
+    assert r.returncode == 2 and "is a sweep directory" in r.stderr and "Traceback" not in r.stderr, r.stderr
