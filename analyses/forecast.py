@@ -54,6 +54,34 @@ def settle_fraction(h, cal, step: int = 50):
     return None
 
 
+def live_settle(run_dir: Path, calibration: str, step: int = 100) -> dict:
+    """The forecasts a live run would have shown, every ``step`` epochs from T_mem to T_grok, and when each
+    forecaster settled within 20% of the true T_grok for good."""
+    from interp.store import Run
+    from interp.theory.forecast import load_calibration, run_history
+
+    cal = load_calibration(calibration)
+    h = run_history(Run.open(run_dir))
+    if h.t_mem is None or h.t_grok is None:
+        raise InterpError(f"{run_dir}: the live evaluation needs a run that memorised and grokked")
+    series: dict[str, list] = {}
+    for e in range(h.t_mem, h.t_grok, step):
+        for f in forecast(h.until(e), cal):
+            series.setdefault(f.forecaster, []).append((e, f.t_grok))
+    settle = {}
+    for name, pts in series.items():
+        ok = [t is not None and abs(t - h.t_grok) <= SETTLE * h.t_grok for _, t in pts]
+        settle[name] = next((pts[i][0] for i in range(len(ok)) if all(ok[i:])), None)
+    return {
+        "run": str(run_dir),
+        "calibration": calibration,
+        "t_mem": h.t_mem,
+        "t_grok": h.t_grok,
+        "settle_epoch": settle,
+        "at_t_mem": {k: v[0][1] for k, v in series.items()},
+    }
+
+
 def evaluate(sweep_dir: Path) -> dict:
     hs, cells, names = sweep_histories(sweep_dir)
     ev = evaluate_leave_cells_out(hs, cells)
@@ -116,6 +144,8 @@ def main() -> None:
     ap.add_argument("--root", default="checkpoints/studies/forecast")
     ap.add_argument("--extra", action="append", default=[], help="another sweep directory to evaluate")
     ap.add_argument("--out", default="analyses/results")
+    ap.add_argument("--live-run", help="a grokked run to replay the live forecast on (e.g. checkpoints/canonical)")
+    ap.add_argument("--live-calibration", help="sweep or calibration file for --live-run")
     args = ap.parse_args()
     spec = SweepSpec.from_dict(
         {
@@ -138,13 +168,19 @@ def main() -> None:
         except ValueError:
             pass
     results = [evaluate(root)] + [evaluate(Path(e)) for e in args.extra]
+    live = live_settle(Path(args.live_run), args.live_calibration) if args.live_run else None
     eval_s = time.time() - t0 - trained_now
     wall = train_s + eval_s
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "forecast.json").write_text(
         json.dumps(
-            {"wall_seconds": round(wall, 1), "train_seconds": round(train_s, 1), "evaluations": results},
+            {
+                "wall_seconds": round(wall, 1),
+                "train_seconds": round(train_s, 1),
+                "evaluations": results,
+                "live": live,
+            },
             indent=2,
             default=float,
         )
@@ -155,6 +191,7 @@ def main() -> None:
         "",
         f"`python analyses/forecast.py --epochs {args.epochs} --seeds {args.seeds}"
         + "".join(f" --extra {e}" for e in args.extra)
+        + (f" --live-run {args.live_run} --live-calibration {args.live_calibration}" if args.live_run else "")
         + f"`: {wall / 60:.1f} min on this machine ({train_s / 60:.1f} min training, summed over invocations; "
         f"{eval_s / 60:.1f} min evaluation).",
         "",
@@ -165,6 +202,22 @@ def main() -> None:
     ]
     for r in results:
         lines += table(r)
+    if live is not None:
+
+        def when(e):
+            return "never" if e is None else f"epoch {e:,} ({e / live['t_grok']:.0%} of T_grok)"
+
+        lines += [
+            f"### Live forecast replayed on {live['run']} (T_mem {live['t_mem']}, T_grok {live['t_grok']:,}), "
+            f"calibrated on {live['calibration']}",
+            "",
+            "| forecaster | forecast at T_mem | settled within 20% for good |",
+            "|---|---|---|",
+        ]
+        for name, e in live["settle_epoch"].items():
+            t = live["at_t_mem"].get(name)
+            lines.append(f"| {name} | {'-' if t is None else f'{t:,.0f}'} | {when(e)} |")
+        lines.append("")
     lines += [
         "Each cell (hyperparameters other than the seed) is held out in turn: the forecasters are calibrated on the "
         "other cells only, so a held-out learning rate or weight decay is extrapolated. Runs that never grok count "
