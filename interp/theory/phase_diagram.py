@@ -27,8 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-import numpy as np
-
+from interp.analysis.phases import first_epoch_reaching as first_step_reaching  # one first-reach rule (NaN rows skip)
 from interp.errors import InterpError
 from interp.store import SWEEP_PHASES_FILE
 
@@ -58,14 +57,6 @@ class PhaseRule:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def first_step_reaching(steps, accuracy, threshold: float) -> Optional[int]:
-    """First step whose accuracy is >= ``threshold`` (NaN rows skipped), or None."""
-    steps = np.asarray(steps)
-    acc = np.asarray(accuracy, dtype=float)
-    hit = np.flatnonzero(np.nan_to_num(acc, nan=-np.inf) >= threshold)
-    return int(steps[hit[0]]) if hit.size else None
 
 
 def classify_phase(t_train: Optional[int], t_test: Optional[int], rule: PhaseRule) -> str:
