@@ -303,6 +303,7 @@ class _Member:
     target_norm: Optional[float] = None
     probes: tuple[str, ...] = ()
     trainable: list[str] = field(default_factory=list)
+    probe_layout: list = field(default_factory=list)  # (probe, its metrics columns), in column order
     losses: collections.deque = field(default_factory=collections.deque)  # trailing train losses (Hjorth)
     step_probes: dict = field(default_factory=dict)  # epoch -> {column: value} measured at the step into it
     stop_here: Optional[int] = None
@@ -392,6 +393,7 @@ def _open_member(cfg: TrainConfig, out: Path, resume: bool, max_epochs_this_call
     state: dict[str, Tensor] = {}
     opt_state: dict[str, Tensor] = {}
     grok_epoch = None
+    logged = None
     start = 0
     if not resume:
         split = make_split(cfg.p, cfg.frac_train, cfg.data_seed)
@@ -415,7 +417,8 @@ def _open_member(cfg: TrainConfig, out: Path, resume: bool, max_epochs_this_call
         if cfg.to_dict() != run.config.to_dict():
             write_config(out, cfg)  # fields outside the hash changed (train() checked); checkpoints loaded fine
         metrics = MetricsWriter(metrics_path, columns)
-        grok_epoch = _first_grok_epoch(metrics_path)
+        logged = _read_metrics(metrics_path)  # read once: T_grok so far, and the probes' resume state
+        grok_epoch = None if logged is None else phases.first_epoch_reaching(logged["epoch"], logged["test_acc"])
     if not state:
         state = {n: t.detach() for n, t in build_model(cfg).named_parameters()}
     m = _Member(
@@ -433,6 +436,7 @@ def _open_member(cfg: TrainConfig, out: Path, resume: bool, max_epochs_this_call
         opt_state,
     )
     m.probes, m.trainable = probes, trainable
+    m.probe_layout = [(p, probing.probe_columns([p], trainable)) for p in probes]
     m.losses = collections.deque(maxlen=cfg.probe_window)
     if cfg.constant_norm:
         # the target is the norm at initialisation (after init_scale) unless given
@@ -444,21 +448,19 @@ def _open_member(cfg: TrainConfig, out: Path, resume: bool, max_epochs_this_call
         if start >= m.final_epoch and _last_logged_epoch(metrics_path) == m.final_epoch:
             m.done = True  # already complete: touch nothing
         else:
-            _resume_probes(m, metrics_path, start)
+            _resume_probes(m, logged, start)
             metrics.truncate_to(start)  # rows past the resume point belong to the interrupted call
     return m
 
 
-def _resume_probes(m: _Member, metrics_path: Path, start: int) -> None:
+def _resume_probes(m: _Member, df, start: int) -> None:
     """Probe state a resumed member needs to write what an uninterrupted run writes: the step
     probes of the step into ``start`` (its row is recomputed, the step is not) and the trailing
-    train losses of the Hjorth window. Rows hold ``repr`` floats, which pandas reads back exactly."""
-    if not m.probes or not metrics_path.exists():
+    train losses of the Hjorth window, from the logged rows ``df`` (``repr`` floats, which pandas
+    reads back exactly)."""
+    if not m.probes or df is None:
         return
-    import pandas as pd
-
-    df = pd.read_csv(metrics_path)
-    step_cols = probing.probe_columns([p for p in m.probes if p in probing.STEP_PROBES], m.trainable)
+    step_cols = [c for p, cols in m.probe_layout if p in probing.STEP_PROBES for c in cols]
     row = df[df["epoch"] == start]
     if step_cols and len(row):
         values = {c: float(row[c].iloc[0]) for c in step_cols}
@@ -552,10 +554,11 @@ class _Engine:
     @staticmethod
     def _step_probes(active, probe, epoch, grads: Tensor, ratio: Tensor, trainable: list[str]) -> None:
         """Keep each probing member's step measurements until its row of ``epoch`` is written."""
-        cols = ["grad_total"] + [f"grad_{n}" for n in trainable]
-        for r, (m, due) in enumerate(zip(active, probe)):
+        cols = probing.probe_columns(probing.STEP_PROBES, trainable)  # grad_total, grad_<param>..., update_ratio
+        values = torch.cat([grads, ratio[:, None]], 1).tolist()
+        for m, due, row in zip(active, probe, values):
             if due:
-                m.step_probes[epoch] = {**dict(zip(cols, grads[r].tolist())), "update_ratio": float(ratio[r])}
+                m.step_probes[epoch] = dict(zip(cols, row))
 
     @torch.no_grad()
     def _train_metrics(self, active: list[_Member], P, tr: _Pairs, epoch: int) -> tuple[Tensor, Tensor]:
@@ -611,13 +614,7 @@ class _Engine:
             if m.grok_epoch is None and te_acc >= GROK_ACC:
                 m.grok_epoch = epoch
             if epoch in m.schedule or epoch == m.final_epoch:
-                save_checkpoint(m.out, epoch, {n: t[r] for n, t in P.items()}, m.cfg)
-                save_tensors(
-                    m.out / OPTIMIZER_FILE,
-                    opt.member_state(r),
-                    {"epoch": str(epoch), "config_hash": m.cfg.config_hash()},
-                )
-                m.metrics.flush()
+                self._save_state(m, r, epoch, P, opt)
             index = self.members.index(m)
             event = ProgressEvent("epoch", index, epoch, m.final_epoch, full)
             self.on_progress(event)
@@ -638,14 +635,20 @@ class _Engine:
         return finished
 
     @staticmethod
+    def _save_state(m: _Member, r: int, epoch: int, P, opt: EnsembleOptimizer) -> None:
+        """Member ``m``'s checkpoint of ``epoch``, then its optimiser file (the order resume relies on)."""
+        save_checkpoint(m.out, epoch, {n: t[r] for n, t in P.items()}, m.cfg)
+        save_tensors(
+            m.out / OPTIMIZER_FILE, opt.member_state(r), {"epoch": str(epoch), "config_hash": m.cfg.config_hash()}
+        )
+        m.metrics.flush()
+
+    @staticmethod
     def _stop_member(m: _Member, r: int, epoch: int, P, opt: EnsembleOptimizer, reason: str) -> None:
         """Stop member ``m`` at ``epoch`` on request: its state is saved there, so the run directory is
         whole (and resumable by ``interp train --resume``), and STOPPED_FILE says why."""
         if epoch not in m.schedule:
-            save_checkpoint(m.out, epoch, {n: t[r] for n, t in P.items()}, m.cfg)
-            save_tensors(
-                m.out / OPTIMIZER_FILE, opt.member_state(r), {"epoch": str(epoch), "config_hash": m.cfg.config_hash()}
-            )
+            _Engine._save_state(m, r, epoch, P, opt)
         m.metrics.flush()
         body = {"epoch": epoch, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_bytes(m.out / STOPPED_FILE, (json.dumps(body) + "\n").encode())
@@ -658,9 +661,8 @@ class _Engine:
         step = m.step_probes.pop(epoch, {})
         out: list[float] = []
         nan = math.nan
-        for p in m.probes:
+        for p, names in m.probe_layout:
             if p in probing.STEP_PROBES:
-                names = probing.probe_columns([p], m.trainable)
                 out += [step.get(c, nan) if due else nan for c in names]
             elif p == "loss_hjorth":
                 out += list(probing.hjorth(m.losses)) if due else [nan, nan]
@@ -734,14 +736,10 @@ def _last_logged_epoch(path: Path) -> Optional[int]:
         return None
 
 
-def _first_grok_epoch(path: Path) -> Optional[int]:
+def _read_metrics(path: Path):
+    """The logged metrics rows (a DataFrame), or None when there is no metrics file."""
     if not path.exists():
         return None
     import pandas as pd
 
-    return first_epoch_reaching(pd.read_csv(path), "test_acc")
-
-
-def first_epoch_reaching(df, column: str, threshold: float = GROK_ACC) -> Optional[int]:
-    """First logged epoch whose ``column`` is >= threshold (T_mem / T_grok, REFERENCE §5), or None."""
-    return phases.first_epoch_reaching(df["epoch"], df[column], threshold)
+    return pd.read_csv(path)

@@ -34,6 +34,7 @@ from torch import Tensor
 from interp.analysis.fourier import fft1d, frame
 from interp.analysis.measures import gini
 from interp.errors import InterpError
+from interp.training.optim import squared_norms
 
 PROBES = ("grad_norm", "update_ratio", "loss_hjorth", "fourier_gini")
 DEFAULT_PROBES = PROBES  # all four cost a few percent of an epoch (tests/benchmarks/probes.py)
@@ -80,16 +81,15 @@ def probes_in_header(header: Sequence[str], trainable: Sequence[str]) -> tuple[s
 @torch.no_grad()
 def grad_norms(params: dict[str, Tensor]) -> Float[Tensor, "run k"]:
     """Per member: [total gradient norm, then each parameter's], over the parameters that have a gradient."""
-    sq = torch.stack([p.grad.double().pow(2).flatten(1).sum(1) for p in params.values()], 1)
+    sq = squared_norms({n: p.grad for n, p in params.items()})
     return torch.cat([sq.sum(1, keepdim=True), sq], 1).sqrt()
 
 
 @torch.no_grad()
 def update_ratio(before: dict[str, Tensor], after: dict[str, Tensor]) -> Float[Tensor, "run"]:
     """Per member ||after - before|| / ||before|| over all parameters."""
-    num = sum((after[n].detach().double() - b.double()).pow(2).flatten(1).sum(1) for n, b in before.items())
-    den = sum(b.double().pow(2).flatten(1).sum(1) for b in before.values())
-    return (num / den).sqrt()
+    step = squared_norms({n: after[n].detach().double() - b.double() for n, b in before.items()})
+    return (step.sum(1) / squared_norms(before).sum(1)).sqrt()
 
 
 def hjorth(losses: Sequence[float]) -> tuple[float, float]:
