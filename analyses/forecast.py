@@ -34,7 +34,7 @@ from interp.theory.forecast import (
     summarise_evaluation,
     sweep_histories,
 )
-from interp.training.sweep import SweepSpec, run_sweep
+from interp.training.sweep import SweepSpec, run_sweep, sweep_seconds
 
 LRS = [1e-3, 3e-3]
 WDS = [0.1, 0.3, 1.0, 3.0]
@@ -157,19 +157,12 @@ def main() -> None:
         }
     )
     root = Path(args.root)
-    t0 = time.time()
     run_sweep(spec, root, resume=(root / "sweep.json").exists())
-    trained_now = time.time() - t0
-    train_s = trained_now
-    previous = Path(args.out) / "forecast.json"
-    if previous.exists():  # training time summed over the invocations (a re-evaluation trains nothing)
-        try:
-            train_s += json.loads(previous.read_text()).get("train_seconds", 0.0)
-        except ValueError:
-            pass
+    train_s = sweep_seconds(root)  # summed over the invocations that trained it
+    t0 = time.time()
     results = [evaluate(root)] + [evaluate(Path(e)) for e in args.extra]
     live = live_settle(Path(args.live_run), args.live_calibration) if args.live_run else None
-    eval_s = time.time() - t0 - trained_now
+    eval_s = time.time() - t0
     wall = train_s + eval_s
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

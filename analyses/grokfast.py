@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ import pandas as pd
 
 from interp.analysis.phases import first_epoch_reaching
 from interp.store import SWEEP_RUNS_DIR, Run
-from interp.training.sweep import SweepSpec, run_sweep
+from interp.training.sweep import SweepSpec, run_sweep, sweep_seconds
 
 FIXED = dict(
     task="mul",
@@ -95,15 +94,8 @@ def main() -> None:
         }
     )
     root = Path(args.root)
-    t0 = time.time()
     index = run_sweep(spec, root, resume=(root / "sweep.json").exists())
-    wall = time.time() - t0
-    previous = Path(args.out) / "grokfast.json"
-    if previous.exists():  # training time summed over the invocations (a re-render adds ~nothing)
-        try:
-            wall += json.loads(previous.read_text()).get("wall_seconds", 0.0)
-        except ValueError:
-            pass
+    wall = sweep_seconds(root)  # summed over the invocations that trained it
 
     rows = []
     for _, r in index.iterrows():

@@ -26,13 +26,12 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from interp.theory.phase_diagram import PHASES, PhaseGrid, phase_grid, sweep_phases, write_phases
-from interp.training.sweep import SweepSpec, run_sweep
+from interp.training.sweep import SweepSpec, run_sweep, sweep_seconds
 from interp.viz.sweep import phase_figure
 
 LRS = [1e-4, 2.5e-4, 6.3e-4, 1.6e-3, 4e-3, 1e-2]  # log-spaced; lr * wd <= 0.1 < 1 everywhere
@@ -73,14 +72,8 @@ def train(name: str, grid: dict, args, root: Path) -> tuple[Path, float]:
         }
     )
     d = root / name
-    t = time.time()
     run_sweep(spec, d, resume=(d / "sweep.json").exists(), threads=args.threads, progress=not args.no_progress)
-    # training time summed over the invocations that trained this sweep (a re-run that only
-    # rewrites the results adds its few seconds)
-    f = d / "study_wall_seconds.json"
-    total = (json.loads(f.read_text())["seconds"] if f.exists() else 0.0) + time.time() - t
-    f.write_text(json.dumps({"seconds": round(total, 1)}) + "\n")
-    return d, total
+    return d, sweep_seconds(d)  # training time summed over the invocations that trained this sweep
 
 
 def distances(grid: PhaseGrid) -> dict:

@@ -66,6 +66,7 @@ SWEEP_FILE = "sweep.json"
 SWEEP_RUNS_DIR = "runs"
 SWEEP_INDEX_FILE = "index.csv"
 SWEEP_PHASES_FILE = "phases.json"  # interp phases
+SWEEP_LOG_FILE = "sweep_log.jsonl"  # one line per run_sweep call: its wall time
 SWEEP_LAW_FILE = "law.json"  # interp law
 BASE_METRICS = ["epoch", "train_loss", "test_loss", "train_acc", "test_acc", "sq_total"]
 # What `info` (and the analysis) say for T_mem / T_grok of a run whose accuracies were never

@@ -15,7 +15,7 @@ from conftest import REPO, run_cli
 
 from interp.errors import InterpError
 from interp.store import Run, load_tensors
-from interp.training.sweep import SweepSpec, plan, read_index, run_sweep
+from interp.training.sweep import SweepSpec, plan, read_index, run_sweep, sweep_seconds
 
 TINY = dict(
     p=13,
@@ -217,6 +217,7 @@ def test_sigkilled_sweep_resumes_to_identical_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     _same_runs(ref, killed)
     assert (read_index(killed)["status"] == "done").all()
+    assert len((ref / "sweep_log.jsonl").read_text().splitlines()) == 1 and sweep_seconds(ref) > 0
 
 
 @pytest.mark.slow

@@ -44,6 +44,7 @@ from interp.store import (
     STOPPED_FILE,
     SWEEP_FILE,
     SWEEP_INDEX_FILE,
+    SWEEP_LOG_FILE,
     SWEEP_RUNS_DIR,
     Run,
     atomic_write_bytes,
@@ -514,6 +515,7 @@ def run_sweep(
     out = Path(out)
     cfgs = spec.configs(device)
     _prepare(spec, out, resume)
+    t0 = time.time()
     dirs = sweep_runs(out, cfgs)
     # runs the sweep stopped early (forecast not to grok) stay stopped; `interp train --resume` continues one
     todo = [i for i, d in enumerate(dirs) if not (d / STOPPED_FILE).exists()]
@@ -550,4 +552,21 @@ def run_sweep(
             raise InterpError(f"unknown executor {executor!r}; choose local or ray")
     finally:
         bar.close()
+        entry = {
+            "seconds": round(time.time() - t0, 2),
+            "executor": executor,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        with open(out / SWEEP_LOG_FILE, "a") as f:
+            f.write(json.dumps(entry) + "\n")
     return write_index(spec, out, cfgs)
+
+
+def sweep_seconds(path: str | os.PathLike) -> float:
+    """Wall time spent training a sweep, summed over the ``run_sweep`` calls that worked on it
+    (one stopped by an exception or Ctrl-C included, a killed one not: it wrote nothing; a call that
+    found everything done adds its few seconds)."""
+    f = Path(path) / SWEEP_LOG_FILE
+    if not f.exists():
+        return 0.0
+    return sum(json.loads(line)["seconds"] for line in f.read_text().splitlines() if line.strip())
