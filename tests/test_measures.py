@@ -108,6 +108,25 @@ def test_cross_entropy_keeps_tiny_losses():
     assert float(acc) == float((L.argmax(-1) == y).double().mean())
 
 
+def test_cross_entropy_gradient_keeps_tiny_losses():
+    """The hand-written gradient is softmax - onehot without cancellation: gradcheck, and against a
+    float64 log-softmax where the target's gradient is ~1e-9 (float32's 1/(1 + s) - 1 would give 0)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 5, dtype=torch.double, generator=g, requires_grad=True)
+    t = torch.randint(0, 5, (6,), generator=g)
+    assert torch.autograd.gradcheck(lambda x: cross_entropy(x, t), (x,))
+    y = torch.randint(0, 40, (300,), generator=g)
+    L = torch.randn(300, 40, generator=g)
+    L[torch.arange(300), y] += torch.linspace(-2, 24, 300)
+    ours, ref = L.clone().requires_grad_(True), L.clone().double().requires_grad_(True)
+    weight = torch.rand(300, dtype=torch.float64, generator=g)
+    (cross_entropy(ours, y) * weight).sum().backward()
+    (-ref.log_softmax(-1).gather(-1, y[:, None]).squeeze(-1) * weight).sum().backward()
+    tiny = ours.grad[torch.arange(300), y][-1]
+    assert -1e-8 < float(tiny) < 0
+    assert torch.allclose(ours.grad.double(), ref.grad, rtol=1e-5, atol=1e-12)
+
+
 def test_activations_route_known_answer():
     """Activations and logits given directly: FVE exactly 1, restricted = full, excluded = chance."""
     n, freqs = 17, [3, 7]

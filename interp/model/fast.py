@@ -53,7 +53,7 @@ def activation(name: str):
 
 
 class _MixedTableRows(torch.autograd.Function):
-    """``out_k[r, i] = sum_{h,s} w[r,i,h,s] * (V[r, h, t(r,i,h,s)] @ N_k[r, h])`` for k = 1, 2, hand-differentiated.
+    """``out_k[r, i] = sum_{h,s} w[r,i,h,s] * (V[r, h, t(r,i,h,s)] @ N_k[r, h]) + C_k[r]`` for k = 1, 2, hand-differentiated.
 
     V: [R, H, T, E] per-run, per-head tables; N_1: [R, H, E, n1] and N_2: [R, H, E, n2] per-head
     maps; w: [R, B, H, S] mixing weights; rows: [R, B, H*S] flat indices into the R*H*T table rows
@@ -65,46 +65,54 @@ class _MixedTableRows(torch.autograd.Function):
     ``dL/dw[r,i,h,s] = (sum_k g_k[r,i] N_k[r,h]^T) . V[r, h, t]``, so the only batch-sized products
     are ``g_k @ N_k^T`` (B x n_k x H E per run). Two outputs rather than one concatenated one:
     slicing a joint output would make autograd zero-fill and copy a [B, n1 + n2] gradient.
+
+    The optional per-run constants C_k: [R, n_k] (the input-independent parts of the MLP input and
+    of the logits) are folded into the tables as C_k / H on every row: each head's weights over
+    its three rows sum to 1 (a softmax), so this adds C_k to every output without a pass over the
+    [R, B, n_k] outputs, forward or backward. The grouping of rows that the backward needs is
+    cached with the rows (``_TableRowsCache``): the trainer's train pairs are the same every epoch.
     """
 
     @staticmethod
-    def forward(ctx, V, N1, N2, w, rows):
+    def forward(ctx, V, N1, N2, w, rows, C1=None, C2=None):
         R, H, T, E = V.shape
         B = w.shape[1]
         flat_rows, flat_w = rows.reshape(R * B, -1), w.reshape(R * B, -1)
         Vb = V.reshape(R * H, T, E)
-        outs = [
-            F.embedding_bag(
-                flat_rows,
-                torch.bmm(Vb, N.reshape(R * H, E, -1)).reshape(R * H * T, -1),
-                per_sample_weights=flat_w,
-                mode="sum",
-            ).view(R, B, -1)
-            for N in (N1, N2)
-        ]
-        ctx.save_for_backward(V, N1, N2, w, rows)
+        outs = []
+        for N, C in ((N1, C1), (N2, C2)):
+            table = torch.bmm(Vb, N.reshape(R * H, E, -1))
+            if C is not None:
+                # each head's three weights sum to 1, so C / H on every row of every head adds C
+                table = table.view(R, H, T, -1).add_(C[:, None, None] / H).view(R * H, T, -1)
+            bag = F.embedding_bag(flat_rows, table.reshape(R * H * T, -1), per_sample_weights=flat_w, mode="sum")
+            outs.append(bag.view(R, B, -1))
+        ctx.save_for_backward(V, N1, N2, w, rows, C1, C2)
+        ctx.constants = (C1 is not None, C2 is not None)
         return outs[0], outs[1]
 
     @staticmethod
     def backward(ctx, g1, g2):
-        V, N1, N2, w, rows = ctx.saved_tensors
+        V, N1, N2, w, rows, C1, C2 = ctx.saved_tensors
         R, H, T, E = V.shape
         _, B, _, S = w.shape
         g1, g2 = g1.contiguous(), g2.contiguous()
-        gV = gN1 = gN2 = gw = None
+        gV = gN1 = gN2 = gw = gC1 = gC2 = None
         if ctx.needs_input_grad[3]:
             gz = torch.baddbmm(
                 torch.bmm(g1, N1.reshape(R, H * E, -1).transpose(1, 2)), g2, N2.reshape(R, H * E, -1).transpose(1, 2)
             ).view(R, B, H, 1, E)
             Vg = V.reshape(R * H * T, E).index_select(0, rows.reshape(-1)).view(R, B, H, S, E)
             gw = (Vg * gz).sum(-1)
-        if any(ctx.needs_input_grad[:3]):
-            # Group the R*B*H*S entries by table row (stable: each row sums its inputs in batch order).
-            flat_rows = rows.reshape(-1)
-            perm = torch.argsort(flat_rows, stable=True)
-            counts = torch.bincount(flat_rows, minlength=R * H * T)
-            bag_offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
-            batch_index = perm // (H * S)
+            if C1 is not None or C2 is not None:
+                # the constants' share of each weight: dL/dw also sees C / H through every table row
+                for C, g in ((C1, g1), (C2, g2)):
+                    if C is not None:
+                        # elementwise, not a batched matrix-vector product: bmm's kernel for [B, n] x [n, 1]
+                        # changes with R, and an ensemble member must round as it does alone
+                        gw += (g * C[:, None]).sum(-1).view(R, B, 1, 1) / H
+        if any(ctx.needs_input_grad[:3]) or any(ctx.needs_input_grad[5:]):
+            perm, bag_offsets, batch_index = _ROWS.grouping(rows, R * H * T, H * S)
             w_by_table = w.reshape(-1).index_select(0, perm)
             g_tables = [
                 F.embedding_bag(
@@ -120,7 +128,32 @@ class _MixedTableRows(torch.autograd.Function):
             Vt = V.reshape(R * H, T, E).transpose(1, 2)
             gN1 = torch.bmm(Vt, g_tables[0]).view(N1.shape) if ctx.needs_input_grad[1] else None
             gN2 = torch.bmm(Vt, g_tables[1]).view(N2.shape) if ctx.needs_input_grad[2] else None
-        return gV, gN1, gN2, gw, None
+            if ctx.constants[0] and ctx.needs_input_grad[5]:
+                gC1 = g_tables[0].view(R, H * T, -1).sum(1) / H
+            if ctx.constants[1] and ctx.needs_input_grad[6]:
+                gC2 = g_tables[1].view(R, H * T, -1).sum(1) / H
+        return gV, gN1, gN2, gw, None, gC1, gC2
+
+
+class _SoftmaxOfThree(torch.autograd.Function):
+    """``softmax(-1)`` over a last axis of three (a, b, '='), as a few elementwise passes.
+
+    PyTorch's softmax kernels loop over rows, and with three entries per row that loop is the
+    cost: on an ensemble's [R, B, H, 3] scores they take 4x the time of these passes (forward)
+    and 3x forward and backward together. The values agree to float32 rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        e = (x - x.amax(-1, keepdim=True)).exp_()
+        p = e.div_(e.sum(-1, keepdim=True))
+        ctx.save_for_backward(p)
+        return p
+
+    @staticmethod
+    def backward(ctx, g):
+        (p,) = ctx.saved_tensors
+        return (g - (g * p).sum(-1, keepdim=True)).mul_(p)  # p (g - <g, p>): no cancellation of two products
 
 
 class _PrefixBatchedLinear(torch.autograd.Function):
@@ -157,6 +190,58 @@ class _PrefixBatchedLinear(torch.autograd.Function):
                     idx = torch.tensor(runs, device=x.device)
                     gW[idx] = torch.bmm(x[idx, :n].transpose(1, 2), g[idx, :n])
         return g, gx, gW, None
+
+
+class _TableRowsCache:
+    """Rows into the [R * H * T] tables for recent ``(a, b)`` index tensors, and their grouping by row.
+
+    The trainer calls the fast path every epoch with the same train and test index tensors; their
+    table rows, and the stable sort that groups the rows for ``_MixedTableRows.backward``, are
+    computed once. Entries are keyed on the index tensors' identity and hold them (so an id is
+    never reused while cached), and a tensor changed in place (its version counter) is a miss.
+    """
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.entries: list[dict] = []
+
+    def rows(self, a: Tensor, b: Tensor, p: int, H: int) -> Int[Tensor, "run batch heads_x3"]:
+        key = (p, H)
+        for e in self.entries:
+            if e["a"] is a and e["b"] is b and e["key"] == key and e["version"] == (a._version, b._version):
+                return e["rows"]
+        rows = _table_rows(a, b, p, H)
+        entry = dict(a=a, b=b, key=key, version=(a._version, b._version), rows=rows, grouping=None)
+        self.entries = [entry] + self.entries[: self.size - 1]  # the newest first; the oldest drops out
+        return rows
+
+    def grouping(self, rows: Tensor, n_rows: int, per_input: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(perm, bag offsets, batch index): the entries of ``rows`` sorted by table row (stable, so each
+        row sums its inputs in batch order), where each table row's bag starts, each entry's input."""
+        entry = next((e for e in self.entries if e["rows"] is rows), None)
+        if entry is not None and entry["grouping"] is not None:
+            return entry["grouping"]
+        flat_rows = rows.reshape(-1)
+        perm = torch.argsort(flat_rows, stable=True)
+        counts = torch.bincount(flat_rows, minlength=n_rows)
+        offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)[:-1]])
+        grouping = (perm, offsets, perm // per_input)
+        if entry is not None:
+            entry["grouping"] = grouping
+        return grouping
+
+
+_ROWS = _TableRowsCache()
+
+
+def _table_rows(a: Tensor, b: Tensor, p: int, H: int) -> Int[Tensor, "run batch heads_x3"]:
+    """Flat rows into the [R * H * T] tables of each input's three sources per head (run, head offsets included)."""
+    R, B = a.shape
+    T = 2 * p + 1
+    head = (torch.arange(H, device=a.device) * T)[None, None, :]
+    base = (torch.arange(R, device=a.device) * (H * T))[:, None, None] + head  # [R, 1, H]
+    rows = torch.stack([base + a[..., None], base + p + b[..., None], (base + 2 * p).expand(R, B, H)], -1)
+    return rows.reshape(R, B, H * 3)
 
 
 @dataclass
@@ -213,11 +298,7 @@ def eq_pattern(
         ],
         -1,
     )
-    # rows into the [R * H * T] tables: run offset R*H*T, head offset T, source row
-    head = (torch.arange(H, device=a.device) * T)[None, None, :]
-    base = (torch.arange(R, device=a.device) * (H * T))[:, None, None] + head  # [R, 1, H]
-    rows = torch.stack([base + a[..., None], base + p + b[..., None], (base + 2 * p).expand(R, B, H)], -1)
-    return scores.softmax(dim=-1), rows.reshape(R, B, H * 3)
+    return _SoftmaxOfThree.apply(scores), _ROWS.rows(a, b, p, H)
 
 
 def eq_logits(
@@ -242,12 +323,13 @@ def _eq_forward(P: Params, cfg: ModelConfig, a, b, resid: bool = False, lengths=
     pattern, rows = eq_pattern(t, cfg, a, b)
     to_mlp = torch.einsum("rhed,rdm->rhem", W_O, W_in)
     to_logits = torch.einsum("rhed,rdv->rhev", W_O, W_U)
-    mixed_in, mixed_logits = _MixedTableRows.apply(t.values, to_mlp, to_logits, pattern, rows)
     c = t.resid_const[:, None]  # [R, 1, D]
-    post = activation(cfg.act_fn)(mixed_in + torch.baddbmm(P[mlp + "b_in"][:, None], c, W_in))
-    logit_const = torch.baddbmm(P["unembed.b_U"][:, None], c + P[mlp + "b_out"][:, None], W_U)
+    const_in = torch.baddbmm(P[mlp + "b_in"][:, None], c, W_in)[:, 0]
+    logit_const = torch.baddbmm(P["unembed.b_U"][:, None], c + P[mlp + "b_out"][:, None], W_U)[:, 0]
+    mixed_in, mixed_logits = _MixedTableRows.apply(t.values, to_mlp, to_logits, pattern, rows, const_in, logit_const)
+    post = activation(cfg.act_fn)(mixed_in)
     W_L = torch.bmm(P[mlp + "W_out"], W_U)
-    logits = _PrefixBatchedLinear.apply(mixed_logits + logit_const, post, W_L, lengths)
+    logits = _PrefixBatchedLinear.apply(mixed_logits, post, W_L, lengths)
     if not resid:
         return post, logits, None
     # the residual stream after the MLP: constant + mixed values through W_O + MLP output

@@ -24,8 +24,8 @@ accuracy are then measured on the whole train set at evaluated epochs, like the 
 T_mem keeps its meaning; other rows leave them empty. Grokfast filters (``grokfast``) act on the
 gradient between backward and the update (``interp.training.optim.GrokfastFilter``).
 
-The loss is a float64 log-softmax because late-training losses reach 1e-7, below float32's
-resolution next to 1.
+The loss (``interp.analysis.losses``) keeps the precision of a float64 log-softmax because
+late-training losses reach 1e-7, below float32's resolution next to 1.
 
 Resume: each member continues from its own newest optimiser file. After a crash members may
 stand at different epochs; the ones behind train on their own until they reach the others, then
@@ -284,7 +284,7 @@ class _Pairs:
         )
 
 
-@dataclass
+@dataclass(eq=False)  # identity: members are looked up in lists every epoch, and field-wise == compares tensors
 class _Member:
     """One run of the ensemble: its directory, metrics writer and position in training."""
 
