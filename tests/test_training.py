@@ -10,6 +10,7 @@ from conftest import tiny_config
 
 from interp.errors import InterpError
 from interp.store import Run, load_tensors
+from interp.training import loop
 from interp.training.loop import BATCH_BLOCK, batch_rows, train, train_ensemble
 from interp.training.optim import EnsembleOptimizer, MemberFilter, MemberOptim, project_norm, squared_norms
 
@@ -109,6 +110,29 @@ def test_ensemble_members_equal_their_single_runs(tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a)
     t_mem = [r.metrics().query("train_acc >= 0.99")["epoch"].min() for r in runs]
     assert sum(not math.isnan(t) for t in t_mem) >= 2  # the test is about runs that do learn
+
+
+def test_members_in_chunks_equal_one_stack(tmp_path, monkeypatch):
+    """On CPU large members go through forward and backward a chunk at a time; chunks of 2 (with a
+    padded member and one that stops early) give the same files as one stack of all members."""
+    cfgs = [
+        _p31(run_name="a", epochs=60, checkpoint_every=20),
+        _p31(run_name="b", epochs=40, checkpoint_every=20, seed=3, weight_decay=0.3),
+        _p31(run_name="c", epochs=60, checkpoint_every=20, frac_train=0.7, data_seed=2),
+        _p31(run_name="d", epochs=60, checkpoint_every=20, lr=1e-3),
+        _p31(run_name="e", epochs=60, checkpoint_every=20, seed=7),
+    ]
+    one = train_ensemble(cfgs, [tmp_path / "one" / c.run_name for c in cfgs])
+    assert loop.members_per_chunk(cfgs[0].model_config(), "cpu") >= len(cfgs)  # tiny: one stack
+    per_member = 31**2 * (64 + 31) * 4
+    monkeypatch.setattr(loop, "CHUNK_BYTES", 2 * per_member)
+    assert loop.members_per_chunk(cfgs[0].model_config(), "cpu") == 2
+    chunked = train_ensemble(cfgs, [tmp_path / "chunked" / c.run_name for c in cfgs])
+    for f, r in zip(one, chunked):
+        assert (f.path / "metrics.csv").read_bytes() == (r.path / "metrics.csv").read_bytes()
+        for e in f.checkpoint_epochs():
+            a, b = _weights(f, e), _weights(r, e)
+            assert all(torch.equal(a[k], b[k]) for k in a), (f.name, e)
 
 
 def test_members_stop_when_finished_and_a_member_ahead_waits(tmp_path):
