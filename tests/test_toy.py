@@ -14,7 +14,6 @@ from interp.theory.toy import (
     StackedAdamW,
     ToyConfig,
     ToyHistory,
-    all_pairs,
     effective_loss,
     implied_accuracy,
     parallelograms,
@@ -22,6 +21,7 @@ from interp.theory.toy import (
     train_mask,
     train_toy,
     train_toys,
+    unordered_pairs,
 )
 
 SMALL = dict(hidden=32, steps=60, log_every=10)
@@ -36,7 +36,7 @@ def _one_thread():
 
 
 def test_pairs_and_parallelograms_of_p10():
-    i, j = all_pairs(10)
+    i, j = unordered_pairs(10)
     assert i.numel() == 55 and bool((i <= j).all())
     a, b = parallelograms(10)
     assert a.numel() == 70 and bool(((i[a] + j[a]) == (i[b] + j[b])).all()) and bool((a < b).all())
@@ -161,7 +161,7 @@ def test_linear_representation_has_rqi_one_and_zero_effective_loss():
     E3 = E.expand(3, p, 1)
     assert torch.allclose(effective_loss(E3, masks), torch.zeros(3, dtype=torch.float64), atol=1e-24)
     # a linear E predicts every test pair whose sum some training pair has
-    i, j = all_pairs(p)
+    i, j = unordered_pairs(p)
     m = masks[0]
     want = np.mean([bool((m & ((i + j) == int(i[t] + j[t]))).any()) for t in torch.nonzero(~m).flatten()])
     assert predicted_accuracy(E3[:1], masks[:1]).item() == pytest.approx(want)
@@ -207,7 +207,7 @@ def test_implied_accuracy_and_uniqueness():
     m[17] = False
     assert implied_accuracy(p, m) == (1.0, True)
     # the "small" pairs only: sums 0..4 are all in training, nothing pins E_5..E_9
-    i, j = all_pairs(p)
+    i, j = unordered_pairs(p)
     m = (i + j) <= 4
     acc, unique = implied_accuracy(p, m)
     assert not unique and acc == 0.0

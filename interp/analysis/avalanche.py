@@ -461,13 +461,13 @@ def gradient_snapshot(run, epoch: int) -> GradientSnapshot:
     import torch
 
     from interp.analysis.losses import run_loss_and_accuracy
-    from interp.model.fast import all_pairs, eq_logits, run_params
+    from interp.model.fast import all_operands, eq_logits, run_params
     from interp.tasks import labels
 
     model = run.load_model(epoch)
     cfg = run.config
     train = run.split.train
-    a, b = all_pairs(cfg.p)
+    a, b = all_operands(cfg.p)
     y = labels(cfg.task, cfg.p)[train]
     named = [(n, prm) for n, prm in model.named_parameters() if prm.requires_grad]
     with torch.enable_grad():

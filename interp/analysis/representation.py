@@ -46,7 +46,7 @@ from interp.analysis.fourier import (
 )
 from interp.analysis.rqi import RQI_TOL, RQIResult, _plane_angles, parallelogram_classes, rqi_circle, rqi_linear
 from interp.errors import InterpError
-from interp.model.fast import all_pairs, eq_activations, eq_pattern, eq_tables, run_params
+from interp.model.fast import all_operands, eq_activations, eq_pattern, eq_tables, run_params
 
 __all__ = [
     "EmbeddingSpectrum",
@@ -354,7 +354,7 @@ def attention_from_eq(model) -> AttentionFromEq:
     """The '=' position's attention pattern on all p^2 inputs (``interp.model.fast``'s score tables;
     the query at '=' is the same for every input, so no forward pass)."""
     cfg = model.cfg
-    a, b = all_pairs(cfg.p, model.W_E.device)
+    a, b = all_operands(cfg.p, model.W_E.device)
     pattern, _ = eq_pattern(eq_tables(run_params(model), cfg), cfg, a[None], b[None])
     w = einops.rearrange(pattern[0].cpu(), "(a b) head src -> src head a b", a=cfg.p)
     return AttentionFromEq(w[0].contiguous(), w[1].contiguous(), w[2].contiguous())
@@ -463,7 +463,7 @@ def final_position_activations(model, chunk_rows: Optional[int] = None) -> Final
     from ``interp.model.fast.eq_activations``; ``chunk_rows``: rows of a per call (default: all)."""
     p = model.cfg.p
     P = run_params(model)
-    a, b = all_pairs(p, model.W_E.device)
+    a, b = all_operands(p, model.W_E.device)
     step = p * (p if chunk_rows is None else max(1, chunk_rows))
     parts = [
         eq_activations(P, model.cfg, a[None, i : i + step], b[None, i : i + step], resid=True)

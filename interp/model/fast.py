@@ -364,8 +364,8 @@ def eq_activations(
     return EqActivations(*_eq_forward(P, cfg, a, b, resid))
 
 
-def all_pairs(p: int, device="cpu") -> tuple[Int[Tensor, "pairs"], Int[Tensor, "pairs"]]:
-    """(a, b) of all p^2 inputs in row-major pair order (pair i = a * p + b)."""
+def all_operands(p: int, device="cpu") -> tuple[Int[Tensor, "pairs"], Int[Tensor, "pairs"]]:
+    """(a, b) of all p^2 inputs in row-major pair order (pair i = a * p + b); ``interp.tasks.all_pairs`` gives the token sequences."""
     a = torch.arange(p, device=device).repeat_interleave(p)
     return a, torch.arange(p, device=device).repeat(p)
 
@@ -379,7 +379,7 @@ def last_position_logits(model, a: Int[Tensor, "batch"], b: Int[Tensor, "batch"]
 def all_logits(model, chunk: int = 4096) -> Float[Tensor, "pairs d_vocab_out"]:
     """Last-position logits of one model on all p^2 inputs in row-major pair order (pair i = a*p + b)."""
     P = run_params(model)
-    a, b = all_pairs(model.cfg.p, model.W_E.device)
+    a, b = all_operands(model.cfg.p, model.W_E.device)
     return torch.cat(
         [
             eq_logits(P, model.cfg, a[None, i : i + chunk], b[None, i : i + chunk])[0]

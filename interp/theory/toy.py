@@ -133,7 +133,7 @@ def n_pairs_of(p: int) -> int:
     return p * (p + 1) // 2
 
 
-def all_pairs(p: int) -> tuple[Int[Tensor, "P"], Int[Tensor, "P"]]:
+def unordered_pairs(p: int) -> tuple[Int[Tensor, "P"], Int[Tensor, "P"]]:
     """The unordered pairs {i, j}, i <= j, in ``torch.triu_indices`` order; their label is i + j."""
     i, j = torch.triu_indices(p, p)
     return i, j
@@ -151,9 +151,9 @@ def train_mask(p: int, n_train: int, seed: int) -> Bool[Tensor, "P"]:
 
 
 def parallelograms(p: int) -> tuple[Int[Tensor, "Q"], Int[Tensor, "Q"]]:
-    """Every parallelogram as a pair of indices (a < b) into ``all_pairs(p)`` with equal sums
+    """Every parallelogram as a pair of indices (a < b) into ``unordered_pairs(p)`` with equal sums
     (70 for p = 10)."""
-    i, j = all_pairs(p)
+    i, j = unordered_pairs(p)
     s = i + j
     a, b = torch.triu_indices(s.numel(), s.numel(), offset=1)
     keep = s[a] == s[b]
@@ -161,8 +161,8 @@ def parallelograms(p: int) -> tuple[Int[Tensor, "Q"], Int[Tensor, "Q"]]:
 
 
 def _constraint_rows(p: int, x: Tensor, y: Tensor) -> np.ndarray:
-    """Rows e_i + e_j - e_m - e_n for the pairs x = {i, j}, y = {m, n} (indices into ``all_pairs``)."""
-    i, j = all_pairs(p)
+    """Rows e_i + e_j - e_m - e_n for the pairs x = {i, j}, y = {m, n} (indices into ``unordered_pairs``)."""
+    i, j = unordered_pairs(p)
     v = np.zeros((x.numel(), p))
     for col, sign in ((i[x], 1), (j[x], 1), (i[y], -1), (j[y], -1)):
         np.add.at(v, (np.arange(x.numel()), col.numpy()), sign)
@@ -196,7 +196,7 @@ def implied_accuracy(p: int, mask: Bool[Tensor, "P"]) -> tuple[float, bool]:
     test = torch.nonzero(~m).flatten()
     if test.numel() == 0:
         return float("nan"), unique
-    i, j = all_pairs(p)
+    i, j = unordered_pairs(p)
     s = i + j
     trn = torch.nonzero(m).flatten()
     ok = np.zeros(test.numel(), dtype=bool)
@@ -263,7 +263,7 @@ def effective_loss(E: Float[Tensor, "run p d"], mask: Bool[Tensor, "run P"]) -> 
     """l_eff per run (REFERENCE §6): sum over training parallelograms of |E_i + E_j - E_m - E_n|^2
     over sum_k |E_k|^2."""
     p = E.shape[1]
-    i, j = all_pairs(p)
+    i, j = unordered_pairs(p)
     a, b = parallelograms(p)
     S = E[:, i] + E[:, j]  # [R, P, d]
     r2 = (S[:, a] - S[:, b]).pow(2).sum(-1)  # [R, Q]
@@ -280,7 +280,7 @@ def predicted_accuracy(
     E = E.detach().double()
     Z = (E - E.mean(1, keepdim=True)) / E.std(1, unbiased=False, keepdim=True).clamp_min(1e-300)
     p, d = E.shape[1], E.shape[2]
-    i, j = all_pairs(p)
+    i, j = unordered_pairs(p)
     a, b = parallelograms(p)
     S = Z[:, i] + Z[:, j]
     closed = (S[:, a] - S[:, b]).pow(2).sum(-1) / d < tol  # [R, Q]
@@ -426,7 +426,7 @@ def train_toys(
             raise InterpError(f"toy model: stop_at metric must be one of {METRICS}, got {k!r}")
     c0 = configs[0]
     R, p, steps, every = len(configs), c0.p, c0.steps, c0.log_every
-    i, j = all_pairs(p)
+    i, j = unordered_pairs(p)
     label = i + j
     masks = torch.stack([train_mask(p, c.n_train, c.seed if c.split_seed is None else c.split_seed) for c in configs])
     fixed = [implied_accuracy(p, m) for m in masks]
