@@ -9,11 +9,14 @@ Members of an ensemble share the model's shape, the device and the checkpoint sc
 hyperparameters, warm-up, epochs and ``stop_after_grok``. Their parameters are stacked along a
 leading run axis and go through the one fast path (``interp.model.fast.eq_logits``) together; the
 optimiser applies each member's own settings (``interp.training.optim``). A member that finishes
-is dropped from the stacks, so it stops costing compute.
+is dropped from the stacks, so it stops costing compute. On CPU, large members go through the
+forward and backward a chunk of members at a time (``members_per_chunk``): memory traffic, not
+per-call overhead, bounds them there, and a chunk is an ensemble of its own.
 
 Epoch bookkeeping: the checkpoint of epoch E holds the weights after E optimiser steps, and the
 metrics row of epoch E describes those weights. The train forward of epoch E both records the
-row and provides the gradient of step E + 1. Test metrics are computed every ``eval_every``
+row and provides the gradient of step E + 1 (its backward follows at once, while the
+activations are still in cache). Test metrics are computed every ``eval_every``
 epochs, at every checkpoint and at the last epoch (other rows leave them empty); T_grok is the
 first evaluated epoch with test accuracy >= 0.99, so its resolution is ``eval_every``.
 
