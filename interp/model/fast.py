@@ -57,7 +57,7 @@ class _MixedTableRows(torch.autograd.Function):
 
     V: [R, H, T, E] per-run, per-head tables; N_1: [R, H, E, n1] and N_2: [R, H, E, n2] per-head
     maps; w: [R, B, H, S] mixing weights; rows: [R, B, H*S] flat indices into the R*H*T table rows
-    (run and head offsets included). Forward: one small [T, n] table product per run and head,
+    (run and head offsets included), S = 3 with each head's last row ('=') third. Forward: one small [T, n] table product per run and head,
     then a weighted gather-and-sum over the batch (``embedding_bag``). The backward avoids both of
     autograd's slow paths for ``embedding_bag``: the table gradient is a second ``embedding_bag``
     grouped by table row (grouped in the backward only, so forward-only evaluation skips it), and
@@ -99,18 +99,23 @@ class _MixedTableRows(torch.autograd.Function):
         g1, g2 = g1.contiguous(), g2.contiguous()
         gV = gN1 = gN2 = gw = gC1 = gC2 = None
         if ctx.needs_input_grad[3]:
-            gz = torch.baddbmm(
-                torch.bmm(g1, N1.reshape(R, H * E, -1).transpose(1, 2)), g2, N2.reshape(R, H * E, -1).transpose(1, 2)
-            ).view(R, B, H, 1, E)
-            Vg = V.reshape(R * H * T, E).index_select(0, rows.reshape(-1)).view(R, B, H, S, E)
-            gw = (Vg * gz).sum(-1)
-            if C1 is not None or C2 is not None:
-                # the constants' share of each weight: dL/dw also sees C / H through every table row
-                for C, g in ((C1, g1), (C2, g2)):
-                    if C is not None:
-                        # elementwise, not a batched matrix-vector product: bmm's kernel for [B, n] x [n, 1]
-                        # changes with R, and an ensemble member must round as it does alone
-                        gw += (g * C[:, None]).sum(-1).view(R, B, 1, 1) / H
+            # dL/dw[r,i,h,s] = sum_k g_k[r,i] . (table_k[r, h, t] + C_k[r] / H). One product gives, per input,
+            # the gradient in each head's d_head space (for the a and b rows, gathered next), the '=' row's
+            # full term (the same row for every input, s = 2) and the constants' share of every row.
+            eq = V[:, :, T - 1 : T]  # [R, H, 1, E]: the '=' source row of each head
+            cols = []
+            for N, C in ((N1, C1), (N2, C2)):
+                n = N.shape[-1]
+                eq_row = (eq @ N).view(R, H, n)  # table_k's '=' rows without the constant
+                const = C[:, None] / H if C is not None else N.new_zeros(R, 1, n)
+                cols.append(torch.cat([N.reshape(R, H * E, n), eq_row + const, const], 1).transpose(1, 2))
+            gzx = torch.baddbmm(torch.bmm(g1, cols[0]), g2, cols[1])  # [R, B, H E + H + 1]
+            gz = gzx[..., : H * E].view(R, B, H, 1, E)
+            ab = rows.view(R, B, H, S)[..., :2].reshape(-1)
+            Vg = V.reshape(R * H * T, E).index_select(0, ab).view(R, B, H, 2, E)
+            gw = torch.empty_like(w)
+            torch.add((Vg * gz).sum(-1), gzx[..., -1:, None], out=gw[..., :2])
+            gw[..., 2] = gzx[..., H * E : H * E + H]
         if any(ctx.needs_input_grad[:3]) or any(ctx.needs_input_grad[5:]):
             perm, bag_offsets, batch_index = _ROWS.grouping(rows, R * H * T, H * S)
             w_by_table = w.reshape(-1).index_select(0, perm)
