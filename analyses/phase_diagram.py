@@ -17,7 +17,7 @@ Prints the phase of every cell, which phases appear, and where grokking lies rel
 comprehension and memorisation (grid distance from each grokking cell to the nearest cell of each);
 writes analyses/results/phase_diagram.{md,json,html} and each sweep's phases.json.
 
-    python analyses/phase_diagram.py [--epochs 2000] [--tau N] [--threads 2]   # ~28 min on 2 shared CPU cores
+    python analyses/phase_diagram.py [--epochs 2000] [--tau N] [--threads 2]   # ~9 min alone on this 2-core CPU
 """
 
 from __future__ import annotations
