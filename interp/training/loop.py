@@ -306,14 +306,10 @@ class _Pairs:
         out = cls(
             (padded // p).to(device), (padded % p).to(device), y.to(device), None if min(lengths) == n else lengths
         )
-        R = len(idx)
-        if R <= chunk:
-            out.chunks = [(0, R, out)]
-        else:
-            for lo in range(0, R, chunk):
-                hi = min(R, lo + chunk)
-                part = None if min(lengths[lo:hi]) == n else lengths[lo:hi]
-                out.chunks.append((lo, hi, cls(out.a[lo:hi], out.b[lo:hi], out.y[lo:hi], part)))
+        for lo in range(0, len(idx), chunk):
+            hi = min(len(idx), lo + chunk)
+            part = None if min(lengths[lo:hi]) == n else lengths[lo:hi]
+            out.chunks.append((lo, hi, cls(out.a[lo:hi], out.b[lo:hi], out.y[lo:hi], part)))
         return out
 
 
@@ -586,12 +582,6 @@ class _Engine:
     def _loss_and_gradient(self, P, pairs: _Pairs) -> tuple[Tensor, Tensor]:
         """Full batch: each member's loss and accuracy on its pairs, and the gradient of its loss in
         ``P[name].grad``, a chunk of members at a time (``members_per_chunk``)."""
-        if len(pairs.chunks) == 1:
-            loss, acc = run_loss_and_accuracy(
-                eq_logits(P, self.mcfg, pairs.a, pairs.b, pairs.lengths), pairs.y, pairs.lengths
-            )
-            loss.sum().backward()
-            return loss.detach(), acc
         losses, accs = [], []
         for n, t in P.items():
             if t.requires_grad and t.grad is None:
