@@ -29,12 +29,10 @@ fails before anything was trained); ``verify_resumable`` checks a run before it 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import errno
 import fcntl
 import hashlib
-import io
 import json
 import os
 import re
@@ -532,10 +530,9 @@ class MetricsWriter:
 
     @staticmethod
     def format_row(row: Iterable[float]) -> str:
-        row = list(row)
-        out = io.StringIO()
-        csv.writer(out, lineterminator="\n").writerow([int(row[0])] + [repr(float(x)) for x in row[1:]])
-        return out.getvalue()
+        # the shortest repr that round-trips; floats never need CSV quoting, so a plain join
+        epoch, *values = row
+        return f"{int(epoch)}," + ",".join(map(repr, map(float, values))) + "\n"
 
     def _open(self) -> int:
         if self._fd is None:

@@ -103,6 +103,7 @@ def test_mixed_table_rows_gradcheck():
     )
     for weights, const in ((w, None), (w1, C1)):
         out1, _ = _MixedTableRows.apply(V, N1, N2, weights, rows, const, None)
+        out1 = out1.view(R, B, -1)  # the Function's outputs are flat [R * B, n]
         for r in range(R):
             Tr = torch.bmm(V[r], N1[r])
             literal = sum(

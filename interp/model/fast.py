@@ -64,7 +64,8 @@ class _MixedTableRows(torch.autograd.Function):
     the weight gradient is taken in the small d_head space,
     ``dL/dw[r,i,h,s] = (sum_k g_k[r,i] N_k[r,h]^T) . V[r, h, t]``, so the only batch-sized products
     are ``g_k @ N_k^T`` (B x n_k x H E per run). Two outputs rather than one concatenated one:
-    slicing a joint output would make autograd zero-fill and copy a [B, n1 + n2] gradient.
+    slicing a joint output would make autograd zero-fill and copy a [B, n1 + n2] gradient. Outputs
+    are flat, [R * B, n_k], not views of that: the logits' part is then accumulated into in place.
 
     The optional per-run constants C_k: [R, n_k] (the input-independent parts of the MLP input and
     of the logits) are folded into the tables as C_k / H on every row: each head's weights over
@@ -85,8 +86,8 @@ class _MixedTableRows(torch.autograd.Function):
             if C is not None:
                 # each head's three weights sum to 1, so C / H on every row of every head adds C
                 table = table.view(R, H, T, -1).add_(C[:, None, None] / H).view(R * H, T, -1)
-            bag = F.embedding_bag(flat_rows, table.reshape(R * H * T, -1), per_sample_weights=flat_w, mode="sum")
-            outs.append(bag.view(R, B, -1))
+            # [R * B, n]: a view to [R, B, n] here would forbid the in-place use of the logits' part
+            outs.append(F.embedding_bag(flat_rows, table.reshape(R * H * T, -1), per_sample_weights=flat_w, mode="sum"))
         ctx.save_for_backward(V, N1, N2, w, rows, C1, C2)
         ctx.constants = (C1 is not None, C2 is not None)
         return outs[0], outs[1]
@@ -96,7 +97,7 @@ class _MixedTableRows(torch.autograd.Function):
         V, N1, N2, w, rows, C1, C2 = ctx.saved_tensors
         R, H, T, E = V.shape
         _, B, _, S = w.shape
-        g1, g2 = g1.contiguous(), g2.contiguous()
+        g1, g2 = g1.contiguous().view(R, B, -1), g2.contiguous().view(R, B, -1)
         gV = gN1 = gN2 = gw = gC1 = gC2 = None
         if ctx.needs_input_grad[3]:
             # dL/dw[r,i,h,s] = sum_k g_k[r,i] . (table_k[r, h, t] + C_k[r] / H). One product gives, per input,
@@ -110,11 +111,13 @@ class _MixedTableRows(torch.autograd.Function):
                 const = C[:, None] / H if C is not None else N.new_zeros(R, 1, n)
                 cols.append(torch.cat([N.reshape(R, H * E, n), eq_row + const, const], 1).transpose(1, 2))
             gzx = torch.baddbmm(torch.bmm(g1, cols[0]), g2, cols[1])  # [R, B, H E + H + 1]
-            gz = gzx[..., : H * E].view(R, B, H, 1, E)
-            ab = rows.view(R, B, H, S)[..., :2].reshape(-1)
-            Vg = V.reshape(R * H * T, E).index_select(0, ab).view(R, B, H, 2, E)
+            gz = gzx[..., : H * E].view(R, B, H, E)
+            flat_V, by_source = V.reshape(R * H * T, E), rows.view(R, B, H, S)
             gw = torch.empty_like(w)
-            torch.add((Vg * gz).sum(-1), gzx[..., -1:, None], out=gw[..., :2])
+            for s in range(2):  # a, b: one product each (a broadcast over both is 2-3x slower)
+                Vs = flat_V.index_select(0, by_source[..., s].reshape(-1)).view(R, B, H, E)
+                torch.sum(Vs.mul_(gz), -1, out=gw[..., s])
+            gw[..., :2] += gzx[..., -1:, None]
             gw[..., 2] = gzx[..., H * E : H * E + H]
         if any(ctx.needs_input_grad[:3]) or any(ctx.needs_input_grad[5:]):
             perm, bag_offsets, batch_index = _ROWS.grouping(rows, R * H * T, H * S)
@@ -162,7 +165,9 @@ class _SoftmaxOfThree(torch.autograd.Function):
 
 
 class _PrefixBatchedLinear(torch.autograd.Function):
-    """``C + x @ W`` per run (``baddbmm``), whose weight gradient sums over each run's own rows only.
+    """``C + x @ W`` per run (``baddbmm``, accumulated into ``C`` in place: C is a fresh
+    intermediate, and this saves a copy of the [R, B, n] output), whose weight gradient sums over
+    each run's own rows only.
 
     Members of an ensemble may have training sets of different sizes, padded to the longest with
     rows whose gradient is zero. The weight gradient ``x^T g`` contracts over the batch, and a
@@ -175,11 +180,14 @@ class _PrefixBatchedLinear(torch.autograd.Function):
     def forward(ctx, C, x, W, lengths):
         ctx.save_for_backward(x, W)
         ctx.lengths = lengths
-        return torch.baddbmm(C, x, W)
+        ctx.mark_dirty(C)
+        C.view(x.shape[0], x.shape[1], -1).baddbmm_(x, W)
+        return C
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx, g_flat):
         x, W = ctx.saved_tensors
+        g = g_flat.reshape(x.shape[0], x.shape[1], -1)
         gx = torch.bmm(g, W.transpose(1, 2)) if ctx.needs_input_grad[1] else None
         gW = None
         if ctx.needs_input_grad[2]:
@@ -194,7 +202,7 @@ class _PrefixBatchedLinear(torch.autograd.Function):
                 for n, runs in groups.items():  # one product per distinct length, not per run
                     idx = torch.tensor(runs, device=x.device)
                     gW[idx] = torch.bmm(x[idx, :n].transpose(1, 2), g[idx, :n])
-        return g, gx, gW, None
+        return g_flat, gx, gW, None
 
 
 class _TableRowsCache:
@@ -334,14 +342,14 @@ def _eq_forward(P: Params, cfg: ModelConfig, a, b, resid: bool = False, lengths=
     const_in = torch.baddbmm(P[mlp + "b_in"][:, None], c, W_in)[:, 0]
     logit_const = torch.baddbmm(P["unembed.b_U"][:, None], c + P[mlp + "b_out"][:, None], W_U)[:, 0]
     mixed_in, mixed_logits = _MixedTableRows.apply(t.values, to_mlp, to_logits, pattern, rows, const_in, logit_const)
-    post = activation(cfg.act_fn)(mixed_in)
+    R, B = a.shape
+    post = activation(cfg.act_fn)(mixed_in.view(R, B, -1))
     W_L = torch.bmm(P[mlp + "W_out"], W_U)
-    logits = _PrefixBatchedLinear.apply(mixed_logits, post, W_L, lengths)
+    logits = _PrefixBatchedLinear.apply(mixed_logits, post, W_L, lengths).view(R, B, -1)
     if not resid:
         return post, logits, None
     # the residual stream after the MLP: constant + mixed values through W_O + MLP output
     with torch.no_grad():
-        R, B = a.shape
         table = torch.einsum("rhte,rhed->rhtd", t.values, W_O).reshape(-1, cfg.d_model)
         mixed = F.embedding_bag(
             rows.reshape(R * B, -1), table, per_sample_weights=pattern.reshape(R * B, -1), mode="sum"
