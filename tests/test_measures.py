@@ -192,6 +192,12 @@ def test_gini_and_weight_norms():
     assert ms.gini(torch.tensor([0.0, 0, 0, 5])) == pytest.approx(0.75)  # (N - 1) / N
     # Hurley & Rickard by hand: c = (1, 2, 3), sum 6: 1 - 2 * (1/6 * 2.5 + 2/6 * 1.5 + 3/6 * 0.5) / 3
     assert ms.gini(torch.tensor([3.0, 1, 2])) == pytest.approx(1 - 2 * (2.5 / 6 + 3 / 6 + 1.5 / 6) / 3)
+    # along the last axis of a stack (the training probe's form): each vector's gini, 0 for all-zero ones
+    x = torch.rand(3, 4, 10)
+    x[1, 2] = 0
+    batched = ms.ginis(x)
+    assert batched.shape == (3, 4) and batched[1, 2] == 0
+    assert batched.flatten().tolist() == [ms.gini(v) for v in x.reshape(12, 10)]
     m = random_model(11)
     sq = ms.sum_squared_weights(m)
     assert sq["embed.W_E"] == pytest.approx(float(m.W_E.detach().double().pow(2).sum()))

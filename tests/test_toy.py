@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from interp.analysis.phases import first_epoch_reaching
 from interp.analysis.rqi import rqi_linear
 from interp.errors import InterpError
-from interp.theory.phase_diagram import PHASES, PhaseRule, classify_phase, first_step_reaching
+from interp.theory.phase_diagram import PHASES, PhaseRule, classify_phase
 from interp.theory.toy import (
     METRICS,
     StackedAdamW,
@@ -252,8 +253,8 @@ def test_phases_use_the_shared_rule():
         got = h.phase(rule)
         assert got == want
         assert got == classify_phase(
-            first_step_reaching(steps, h.metrics["train_acc"], 0.9),
-            first_step_reaching(steps, h.metrics["test_acc"], 0.9),
+            first_epoch_reaching(steps, h.metrics["train_acc"], 0.9),
+            first_epoch_reaching(steps, h.metrics["test_acc"], 0.9),
             rule,
         )
     assert set(cases.values()) == set(PHASES)

@@ -378,21 +378,33 @@ def key_frequencies(
 # ----------------------------------------------------------------------------- weights
 
 
-def _group_rows(W: Tensor, tokens: Tensor) -> Tensor:
-    return W.detach().double().index_select(0, tokens)
+def embedding_fourier_of(
+    W_E: Float[Tensor, "... d_vocab d_model"], task: str, p: int
+) -> Float[Tensor, "... n d_model"]:
+    """F @ W_E[a tokens in group order]: the embedding in the Fourier basis (REFERENCE §2), for one
+    embedding or a stack of them (leading run axes)."""
+    fr = frame(task, p)
+    return fft1d(W_E.detach().double().index_select(-2, fr.a_tokens.to(W_E.device)), dim=-2)
+
+
+def neuron_logit_fourier_of(
+    W_out: Float[Tensor, "... d_mlp d_model"], W_U: Float[Tensor, "... d_model d_vocab_out"], task: str, p: int
+) -> Float[Tensor, "... n d_mlp"]:
+    """W_L = W_out @ W_U over the outputs in group order, in the Fourier basis: [basis row, neuron]
+    (REFERENCE §2), for one model's weights or a stack of them (leading run axes)."""
+    fr = frame(task, p)
+    W_L = (W_out.detach().double() @ W_U.detach().double()).index_select(-1, fr.c_tokens.to(W_out.device))
+    return fft1d(W_L.transpose(-1, -2), dim=-2)
 
 
 def embedding_fourier(model) -> Float[Tensor, "n d_model"]:
-    """F @ W_E[a tokens in group order]: the embedding in the Fourier basis (REFERENCE §2)."""
-    fr = frame(model.cfg.task, model.cfg.p)
-    return fft1d(_group_rows(model.W_E, fr.a_tokens))
+    """``embedding_fourier_of`` one model."""
+    return embedding_fourier_of(model.W_E, model.cfg.task, model.cfg.p)
 
 
 def neuron_logit_fourier(model) -> Float[Tensor, "n d_mlp"]:
-    """W_L = W_out @ W_U over the outputs in group order, in the Fourier basis: [basis row, neuron]."""
-    fr = frame(model.cfg.task, model.cfg.p)
-    W_L = (model.W_out.detach().double() @ model.W_U.detach().double()).index_select(1, fr.c_tokens)
-    return fft1d(W_L.T)
+    """``neuron_logit_fourier_of`` one model."""
+    return neuron_logit_fourier_of(model.W_out, model.W_U, model.cfg.task, model.cfg.p)
 
 
 def fourier_norms(coefs: Float[Tensor, "n d"]) -> tuple[Float[Tensor, "n"], Float[Tensor, "k1"]]:
@@ -400,19 +412,23 @@ def fourier_norms(coefs: Float[Tensor, "n d"]) -> tuple[Float[Tensor, "n"], Floa
     return coefs.norm(dim=1), frequency_norms(coefs).norm(dim=1)
 
 
-def gini(x: Float[Tensor, "N"]) -> float:
-    """Gini coefficient of non-negative values (Hurley & Rickard 2009; REFERENCE §3).
+def ginis(x: Float[Tensor, "... N"]) -> Float[Tensor, "..."]:
+    """Gini coefficient of non-negative values along the last axis (Hurley & Rickard 2009; REFERENCE §3).
 
     Sort c ascending; G = 1 - 2 sum_k (c_k / ||c||_1) (N - k + 1/2) / N, k = 1..N.
-    0 for equal values, (N-1)/N for a single non-zero value.
+    0 for equal values, (N-1)/N for a single non-zero value; 0 where all values are 0 (or N = 0).
     """
-    c = x.detach().double().flatten().sort().values
-    N = c.numel()
-    s = c.sum()
-    if N == 0 or s <= 0:
-        return 0.0
-    k = torch.arange(1, N + 1, dtype=torch.float64)
-    return float(1 - 2 * ((c / s) * (N - k + 0.5) / N).sum())
+    c = x.detach().double().sort(-1).values
+    N = c.shape[-1]
+    s = c.sum(-1, keepdim=True)
+    k = torch.arange(1, N + 1, dtype=torch.float64, device=c.device)
+    g = 1 - 2 * ((c / s) * (N - k + 0.5) / N).sum(-1)
+    return torch.where(s[..., 0] > 0, g, torch.zeros_like(g))
+
+
+def gini(x: Float[Tensor, "N"]) -> float:
+    """``ginis`` of all values of ``x`` as one vector."""
+    return float(ginis(x.flatten()))
 
 
 def embedding_frequencies(freq_norms: Float[Tensor, "k1"], ratio: float = EMBED_NORM_RATIO) -> list[int]:

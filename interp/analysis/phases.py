@@ -77,7 +77,7 @@ class Phases:
 
 
 def first_epoch_reaching(epochs, values, threshold: float = ACC_THRESHOLD) -> Optional[int]:
-    """First epoch whose value is >= threshold, or None."""
+    """First epoch (or step: whatever ``epochs`` counts) whose value is >= threshold, or None (NaN never reaches)."""
     e = np.asarray(epochs)
     v = np.asarray(values, dtype=float)
     hit = np.nonzero(v >= threshold)[0]

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from interp.analysis.phases import first_epoch_reaching as first_step_reaching  # one first-reach rule (NaN rows skip)
+from interp.analysis.phases import first_epoch_reaching  # the one first-reach rule (NaN rows skip)
 from interp.errors import InterpError
 from interp.store import SWEEP_PHASES_FILE
 
@@ -178,8 +178,8 @@ def run_phases(index: pd.DataFrame, metrics: Callable[[str], pd.DataFrame], rule
         rows.append(
             (
                 int(m["epoch"].iloc[-1]) if len(m) else 0,
-                first_step_reaching(m["epoch"], m["train_acc"], rule.threshold),
-                first_step_reaching(m["epoch"], m["test_acc"], rule.threshold),
+                first_epoch_reaching(m["epoch"], m["train_acc"], rule.threshold),
+                first_epoch_reaching(m["epoch"], m["test_acc"], rule.threshold),
             )
         )
     out = index[["run", *axes]].reset_index(drop=True).copy()

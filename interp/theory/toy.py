@@ -61,9 +61,10 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from interp.analysis.phases import first_epoch_reaching
 from interp.analysis.rqi import RQI_TOL, rqi_linear
 from interp.errors import InterpError
-from interp.theory.phase_diagram import PhaseRule, classify_phase, first_step_reaching
+from interp.theory.phase_diagram import PhaseRule, classify_phase
 
 RQI_TARGET = 0.95  # REFERENCE §6: "steps to RQI > 0.95"
 METRICS = ("train_acc", "test_acc", "rqi", "l_eff", "acc_pred")
@@ -375,7 +376,7 @@ class ToyHistory:
 
     def first(self, metric: str, level: float) -> Optional[int]:
         """First logged step with ``metric`` >= ``level`` (None: never)."""
-        return first_step_reaching(self.steps, self.metrics[metric], level)
+        return first_epoch_reaching(self.steps, self.metrics[metric], level)
 
     def t_rqi(self, level: float = RQI_TARGET) -> Optional[int]:
         """Steps to RQI > ``level`` (REFERENCE §6; None: not within the run)."""

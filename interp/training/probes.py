@@ -31,8 +31,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.analysis.fourier import fft1d, frame
-from interp.analysis.measures import gini
+from interp.analysis.measures import embedding_fourier_of, ginis, neuron_logit_fourier_of
 from interp.errors import InterpError
 from interp.training.optim import squared_norms
 
@@ -104,12 +103,7 @@ def hjorth(losses: Sequence[float]) -> tuple[float, float]:
 
 @torch.no_grad()
 def fourier_ginis(params: dict[str, Tensor], task: str, p: int) -> Float[Tensor, "run 2"]:
-    """Per member (gini_W_E, gini_W_L): the analysis's Gini of Fourier-row norms (REFERENCE §3)."""
-    fr = frame(task, p)
-    W_E = params["embed.W_E"].detach().double()[:, fr.a_tokens.to(params["embed.W_E"].device)]
-    W_L = params["blocks.0.mlp.W_out"].detach().double() @ params["unembed.W_U"].detach().double()
-    W_L = W_L[:, :, fr.c_tokens.to(W_L.device)].transpose(1, 2)  # [run, answer, neuron]
-    rows_E = fft1d(W_E, dim=1).norm(dim=2)
-    rows_L = fft1d(W_L, dim=1).norm(dim=2)
-    # measures.gini is the one definition; R small vectors every probe_every epochs
-    return torch.tensor([[gini(e), gini(m)] for e, m in zip(rows_E.cpu(), rows_L.cpu())], dtype=torch.float64)
+    """Per member (gini_W_E, gini_W_L): the analysis's Gini of Fourier-row norms (REFERENCE §3), on the CPU."""
+    rows_E = embedding_fourier_of(params["embed.W_E"], task, p).norm(dim=-1)
+    rows_L = neuron_logit_fourier_of(params["blocks.0.mlp.W_out"], params["unembed.W_U"], task, p).norm(dim=-1)
+    return torch.stack([ginis(rows_E), ginis(rows_L)], 1).cpu()
