@@ -13,7 +13,7 @@ from interp.model.fast import eq_logits
 from interp.store import load_tensors
 from interp.tasks import labels
 from interp.training.loop import train
-from interp.training.probes import PROBES, hjorth, parse_probes, probe_columns, probes_in_header
+from interp.training.probes import PROBES, hjorth, hjorths, parse_probes, probe_columns, probes_in_header
 
 
 def test_probe_columns_follow_their_definitions(tmp_path):
@@ -50,6 +50,21 @@ def test_hjorth_activity_and_mobility():
     assert math.isclose(mobility, 2 * math.sin(0.1), rel_tol=0.02)  # a sine's mobility: its step frequency
     assert all(math.isnan(v) for v in hjorth([1.0, 2.0]))
     assert not math.isnan(hjorth([1.0, float("nan"), 2.0, 3.0])[0])  # empty rows (minibatch runs) skipped
+    # many windows at once (the trainer's form): each row is that window's hjorth, ragged and NaN windows too
+    rng = np.random.default_rng(0)
+    windows = [list(np.exp(-5 * rng.random(50))) for _ in range(6)] + [[2.0] * 50]
+    windows[1][3] = float("nan")
+    for batch in (windows, windows[:3] + [[1.0, 2.0], [1.0, 2.0, 4.0]]):
+        rows = hjorths(batch)
+        assert rows.shape == (len(batch), 2)
+        for w, row in zip(batch, rows.tolist()):
+            x = np.array([v for v in w if np.isfinite(v)])
+            if len(x) < 3:
+                expect = [np.nan, np.nan]
+            else:
+                expect = [(x**2).sum(), np.sqrt(np.diff(x).var() / x.var()) if x.var() > 0 else np.nan]
+            assert np.allclose(row, expect, rtol=1e-12, equal_nan=True)
+    assert math.isnan(hjorths(windows)[-1, 1])  # a constant window has no mobility
 
 
 def test_probe_selection_and_headers(tmp_path):

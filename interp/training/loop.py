@@ -661,12 +661,18 @@ class _Engine:
             ginis = None
             if any(p and "fourier_gini" in m.probes for p, m in zip(probe, active)):
                 ginis = probing.fourier_ginis(P, self.mcfg.task, self.mcfg.p).tolist()
+        rows = rows.tolist()
+        hjorth_due = [r for r, m in enumerate(active) if "loss_hjorth" in m.probes]
+        for r in hjorth_due:
+            active[r].losses.append(rows[r][0])
+        hjorth_due = [r for r in hjorth_due if probe[r]]
+        hjorths = dict(zip(hjorth_due, probing.hjorths([active[r].losses for r in hjorth_due]).tolist()))
         finished = []
-        for r, (m, row) in enumerate(zip(active, rows.tolist())):
+        for r, (m, row) in enumerate(zip(active, rows)):
             te_loss, te_acc = test[r] if evaluate[r] else (math.nan, math.nan)
             full = [epoch, row[0], te_loss, row[1], te_acc] + row[2:]
             if m.probes:
-                full += self._probe_values(m, epoch, row[0], probe[r], ginis[r] if ginis and probe[r] else None)
+                full += self._probe_values(m, epoch, probe[r], ginis[r] if ginis and probe[r] else None, hjorths.get(r))
             m.metrics.add(full)
             m.epoch = epoch
             if m.grok_epoch is None and te_acc >= GROK_ACC:
@@ -713,9 +719,9 @@ class _Engine:
         m.done = True
 
     @staticmethod
-    def _probe_values(m: _Member, epoch: int, train_loss: float, due: bool, ginis) -> list[float]:
-        """Member ``m``'s probe columns for its row of ``epoch`` (NaN where a probe is not due)."""
-        m.losses.append(train_loss)
+    def _probe_values(m: _Member, epoch: int, due: bool, ginis, hjorth) -> list[float]:
+        """Member ``m``'s probe columns for its row of ``epoch`` (NaN where a probe is not due); ``ginis``
+        and ``hjorth``: its values of those probes, computed for all members together."""
         step = m.step_probes.pop(epoch, {})
         out: list[float] = []
         nan = math.nan
@@ -723,7 +729,7 @@ class _Engine:
             if p in probing.STEP_PROBES:
                 out += [step.get(c, nan) if due else nan for c in names]
             elif p == "loss_hjorth":
-                out += list(probing.hjorth(m.losses)) if due else [nan, nan]
+                out += list(hjorth) if due and hjorth is not None else [nan, nan]
             elif p == "fourier_gini":
                 out += list(ginis) if due and ginis is not None else [nan, nan]
         return out

@@ -93,12 +93,31 @@ def update_ratio(before: dict[str, Tensor], after: dict[str, Tensor]) -> Float[T
 
 def hjorth(losses: Sequence[float]) -> tuple[float, float]:
     """(activity, mobility) of a loss window: sum of L^2, and sqrt(var(dL) / var(L)); NaN below 3 values."""
-    x = np.asarray([v for v in losses if np.isfinite(v)], dtype=float)
-    if x.size < 3:
-        return float("nan"), float("nan")
-    var = x.var()
-    mobility = float(np.sqrt(np.diff(x).var() / var)) if var > 0 else float("nan")
-    return float((x**2).sum()), mobility
+    activity, mobility = hjorths([losses])[0]
+    return float(activity), float(mobility)
+
+
+def hjorths(windows: Sequence[Sequence[float]]) -> np.ndarray:
+    """``hjorth`` of many loss windows (one per member) as a [window, 2] array; non-finite losses
+    are left out of their window. Full windows of finite losses, the usual case, are computed
+    together; the others one by one."""
+    out = np.full((len(windows), 2), np.nan)
+    together: list[int] = []
+    if windows and len({len(w) for w in windows}) == 1:
+        x = np.asarray([list(w) for w in windows], dtype=float)
+        together = np.nonzero(np.isfinite(x).all(1))[0].tolist() if x.shape[1] >= 3 else []
+    if together:
+        x = x[together]
+        var = x.var(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mobility = np.where(var > 0, np.sqrt(np.diff(x, axis=1).var(1) / var), np.nan)
+        out[together] = np.stack([(x**2).sum(1), mobility], 1)
+    for i in sorted(set(range(len(windows))) - set(together)):
+        x1 = np.asarray([v for v in windows[i] if np.isfinite(v)], dtype=float)
+        if x1.size >= 3:
+            var1 = x1.var()
+            out[i] = (x1**2).sum(), np.sqrt(np.diff(x1).var() / var1) if var1 > 0 else np.nan
+    return out
 
 
 @torch.no_grad()
