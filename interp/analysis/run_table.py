@@ -219,9 +219,10 @@ def analyze(
     """
     from interp.model import Transformer
     from interp.store import load_model_state
-    from interp.training.loop import retain_freed_memory
+    from interp.training.loop import retain_freed_memory, warm_up_vector_math
 
     retain_freed_memory()  # the sweep allocates MBs per chunk: page faults otherwise cost ~half of it
+    warm_up_vector_math()  # the first parallel exp of a process can round differently (loop.py)
     run = _open(run_or_path)
     cfg = run.config
     n = frame(cfg.task, cfg.p).n  # a task without Fourier structure fails here, before any work
