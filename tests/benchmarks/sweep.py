@@ -8,7 +8,9 @@ per second). Both include everything a user pays for: metrics rows, the per-epoc
 checkpoints at the end. Each measurement runs in its own process, so the peak memory (max RSS, or
 the GPU's peak allocation) belongs to it alone.
 
-    python tests/benchmarks/sweep.py [--sizes canonical,small,tiny] [--members 1,4,16,32] [--device cpu]
+    python tests/benchmarks/sweep.py [--sizes canonical,small,tiny] [--members 1,4,16,32] [--device cpu] [--repeats 3]
+
+Each measurement is taken in ``--repeats`` separate processes and the median is reported.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="canonical,small,tiny")
     ap.add_argument("--members", default="1,4,16,32")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=3, help="processes per measurement; the median is reported")
     ap.add_argument("--one", nargs=3, metavar=("SIZE", "R", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -92,13 +95,16 @@ def main() -> None:
                 if mode == "sequential" and seq is not None:
                     res[mode] = seq  # one shape, one cost per run-epoch: measured once per size
                     continue
-                out = subprocess.run(
-                    [sys.executable, __file__, "--one", size, str(R), mode, "--device", args.device],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+                runs = []
+                for _ in range(args.repeats):  # a few seconds each: the median of several tames the noise
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--one", size, str(R), mode, "--device", args.device],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                res[mode] = sorted(runs, key=lambda r: r["run_epochs_per_s"])[len(runs) // 2]
             seq = res["sequential"]
             ratio = res["ensemble"]["run_epochs_per_s"] / seq["run_epochs_per_s"]
             print(
