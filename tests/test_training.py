@@ -135,6 +135,18 @@ def test_members_in_chunks_equal_one_stack(tmp_path, monkeypatch):
             assert all(torch.equal(a[k], b[k]) for k in a), (f.name, e)
 
 
+def test_trainer_initialises_vector_math_before_its_first_forward(tmp_path, monkeypatch):
+    """The first parallel exp of a process can round differently (a first-call race in MKL's vector
+    math, ``loop.warm_up_vector_math``), so the trainer calls each function once before any
+    forward pass."""
+    events = []
+    warm_up, eq_logits = loop.warm_up_vector_math, loop.eq_logits
+    monkeypatch.setattr(loop, "warm_up_vector_math", lambda: (events.append("warm-up"), warm_up())[1])
+    monkeypatch.setattr(loop, "eq_logits", lambda *a, **k: (events.append("forward"), eq_logits(*a, **k))[1])
+    train_ensemble([_p31(run_name="a", epochs=2)], [tmp_path / "a"])
+    assert events[0] == "warm-up" and events.count("warm-up") == 1 and "forward" in events
+
+
 def test_members_stop_when_finished_and_a_member_ahead_waits(tmp_path):
     """Members with other budgets finish on their own; after a crash that left one member ahead,
     the others catch up and every file equals an uninterrupted ensemble's."""
