@@ -200,14 +200,14 @@ _VML_FUNCTIONS = ("exp", "log", "sqrt", "erf", "tanh")
 def warm_up_vector_math() -> None:
     """Call each VML function once in one thread, then once from every thread of the pool.
 
-    Measured here (torch 2.13 CPU, 2 threads): in about 1 process of 30, the first parallel
+    Measured here (torch 2.13 CPU, 2 threads): in 4 trainer starts of 150, the first parallel
     ``exp`` of a process came out up to 16 ulp off on the worker thread's half of the tensor
     (elements 22,980-45,959 of 45,960; the main thread's half and every later call were exact).
     That is a race in the library's first-call set-up, and the canonical run, whose grokking
     time moves by thousands of epochs with rounding, then trains differently from an identical
     invocation: T_grok 15,380 instead of 17,040. Initialising each function from one thread
-    first, before any parallel call, removes the race; the calls' results are discarded.
-    Called by the trainer only.
+    first, before any parallel call, removed it (0 starts of 180); the calls' results are discarded.
+    Called by the trainer and the checkpoint analysis (``interp.analysis.run_table``).
     """
     for dtype in (torch.float32, torch.float64):
         for n in (1, 1 << 17):  # one element: this thread alone; 2^17: split across the pool
