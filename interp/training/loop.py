@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -197,6 +198,7 @@ def flush_subnormals() -> None:
 _VML_FUNCTIONS = ("exp", "log", "sqrt", "erf", "tanh")
 
 
+@functools.cache  # once per process: the race is in the library's first calls
 def warm_up_vector_math() -> None:
     """Call each VML function once in one thread, then once from every thread of the pool.
 
@@ -686,14 +688,14 @@ class _Engine:
             ginis = None
             if any(p and "fourier_gini" in m.probes for p, m in zip(probe, active)):
                 ginis = probing.fourier_ginis(P, self.mcfg.task, self.mcfg.p).tolist()
-        rows = rows.tolist()
-        hjorth_due = [r for r, m in enumerate(active) if "loss_hjorth" in m.probes]
-        for r in hjorth_due:
-            active[r].losses.append(rows[r][0])
-        hjorth_due = [r for r in hjorth_due if probe[r]]
-        hjorths = dict(zip(hjorth_due, probing.hjorths([active[r].losses for r in hjorth_due]).tolist()))
+        values = rows.tolist()
+        for m, row in zip(active, values):
+            if "loss_hjorth" in m.probes:
+                m.losses.append(row[0])
+        due = [r for r, m in enumerate(active) if probe[r] and "loss_hjorth" in m.probes]
+        hjorths = dict(zip(due, probing.hjorths([active[r].losses for r in due]).tolist()))
         finished = []
-        for r, (m, row) in enumerate(zip(active, rows)):
+        for r, (m, row) in enumerate(zip(active, values)):
             te_loss, te_acc = test[r] if evaluate[r] else (math.nan, math.nan)
             full = [epoch, row[0], te_loss, row[1], te_acc] + row[2:]
             if m.probes:

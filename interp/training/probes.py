@@ -99,24 +99,28 @@ def hjorth(losses: Sequence[float]) -> tuple[float, float]:
 
 def hjorths(windows: Sequence[Sequence[float]]) -> np.ndarray:
     """``hjorth`` of many loss windows (one per member) as a [window, 2] array; non-finite losses
-    are left out of their window. Full windows of finite losses, the usual case, are computed
-    together; the others one by one."""
+    are left out of their window. Windows with equally many finite losses are computed together
+    (usually all of them: full windows of a full-batch run)."""
     out = np.full((len(windows), 2), np.nan)
-    together: list[int] = []
-    if windows and len({len(w) for w in windows}) == 1:
+    if not windows:
+        return out
+    if len({len(w) for w in windows}) == 1:  # one array, and a mask only where a value is missing
         x = np.asarray([list(w) for w in windows], dtype=float)
-        together = np.nonzero(np.isfinite(x).all(1))[0].tolist() if x.shape[1] >= 3 else []
-    if together:
-        x = x[together]
+        finite = np.isfinite(x).all(1)
+        rows = [x[i] if finite[i] else x[i][np.isfinite(x[i])] for i in range(len(windows))]
+    else:
+        rows = [np.asarray([v for v in w if np.isfinite(v)], dtype=float) for w in windows]
+    by_length: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_length.setdefault(len(r), []).append(i)
+    for n, idx in by_length.items():
+        if n < 3:
+            continue
+        x = np.stack([rows[i] for i in idx])
         var = x.var(1)
         with np.errstate(divide="ignore", invalid="ignore"):
             mobility = np.where(var > 0, np.sqrt(np.diff(x, axis=1).var(1) / var), np.nan)
-        out[together] = np.stack([(x**2).sum(1), mobility], 1)
-    for i in sorted(set(range(len(windows))) - set(together)):
-        x1 = np.asarray([v for v in windows[i] if np.isfinite(v)], dtype=float)
-        if x1.size >= 3:
-            var1 = x1.var()
-            out[i] = (x1**2).sum(), np.sqrt(np.diff(x1).var() / var1) if var1 > 0 else np.nan
+        out[idx] = np.stack([(x**2).sum(1), mobility], 1)
     return out
 
 
