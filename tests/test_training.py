@@ -21,10 +21,12 @@ def _weights(run: Run, epoch: int) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("kind", ["adamw", "adam", "sgd"])
 def test_ensemble_optimizer_matches_torch_optim_step_for_step(kind):
-    """Members with their own lr, betas and weight decay each follow torch.optim exactly."""
+    """Members with their own lr, betas and weight decay each follow torch.optim exactly, whether
+    members sharing settings stand side by side (one slice per tensor) or apart (one view per member)."""
     g = torch.Generator().manual_seed(0)
-    shapes = {"w": (5, 7), "v": (3,)}
-    settings = [(1e-3, 0.9, 0.98, 1.0), (3e-3, 0.8, 0.99, 0.1), (1e-2, 0.9, 0.999, 0.0)]
+    shapes = {"w": (5, 7), "v": (3,), "u": (37, 19)}
+    a, b, c = (1e-3, 0.9, 0.98, 1.0), (3e-3, 0.8, 0.99, 0.1), (1e-2, 0.9, 0.999, 0.0)
+    settings = [a, a, b, c, b]
     R = len(settings)
     init = {n: torch.randn(R, *s, generator=g) for n, s in shapes.items()}
     P = {n: t.clone().requires_grad_(True) for n, t in init.items()}
@@ -91,7 +93,7 @@ def _p31(**kw):
     return tiny_config(**{**base, **kw})
 
 
-def test_ensemble_members_equal_their_single_runs(tmp_path):
+def test_ensemble_members_equal_their_single_runs(tmp_path, monkeypatch):
     """Issue 11 acceptance: 4 members differing in lr, weight decay, seed and frac_train, 300 epochs."""
     cfgs = [
         _p31(run_name=f"m{i}", **kw)
@@ -99,7 +101,15 @@ def test_ensemble_members_equal_their_single_runs(tmp_path):
             [{}, {"lr": 1e-3}, {"weight_decay": 0.3, "seed": 5}, {"frac_train": 0.7, "data_seed": 3}]
         )
     ]
+    # a fifth member with m0's optimiser settings, listed last: the trainer stacks it next to m0 so that
+    # the two are updated as one slice of each tensor (one tensor per parameter in a kernel call)
+    cfgs.append(_p31(run_name="m4", seed=9))
+    calls = []
+    update = EnsembleOptimizer._update
+    monkeypatch.setattr(EnsembleOptimizer, "_update", staticmethod(lambda *a: calls.append(len(a[3])) or update(*a)))
     runs = train_ensemble(cfgs, [tmp_path / "ens" / c.run_name for c in cfgs])
+    n_params = sum(t.requires_grad for t in loop.build_model(cfgs[0]).parameters())
+    assert calls and set(calls) == {n_params}  # 4 groups a step, each one slice per parameter
     for cfg, run in zip(cfgs, runs):
         single = train(cfg, tmp_path / "single" / cfg.run_name, progress=False)
         a, b = run.metrics(), single.metrics()
@@ -137,7 +147,7 @@ def test_members_in_chunks_equal_one_stack(tmp_path, monkeypatch):
 
 def test_trainer_initialises_vector_math_before_its_first_forward(tmp_path, monkeypatch):
     """The first parallel exp of a process can round differently (a first-call race in MKL's vector
-    math, ``loop.warm_up_vector_math``), so the trainer calls each function once before any
+    math, ``interp.numerics.warm_up_vector_math``), so the trainer calls each function once before any
     forward pass."""
     events = []
     warm_up, eq_logits = loop.warm_up_vector_math, loop.eq_logits

@@ -28,12 +28,15 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.numerics import warm_up_vector_math
+
 
 class _CrossEntropy(torch.autograd.Function):
     """Per-row cross-entropy (float64) and argmax of ``[..., c]`` logits, around the row maximum (module docstring)."""
 
     @staticmethod
     def forward(ctx, logits, target):
+        warm_up_vector_math()  # once per process, before the first parallel exp (interp.numerics)
         m, top = logits.max(-1)  # top: the first largest logit, as argmax
         e = (logits - m.unsqueeze(-1)).exp_()
         e.scatter_(-1, top.unsqueeze(-1), 0.0)  # the maximum's own term, 1, enters through log1p exactly

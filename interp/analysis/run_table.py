@@ -218,11 +218,11 @@ def analyze(
     see the module notes).
     """
     from interp.model import Transformer
+    from interp.numerics import retain_freed_memory, warm_up_vector_math
     from interp.store import load_model_state
-    from interp.training.loop import retain_freed_memory, warm_up_vector_math
 
     retain_freed_memory()  # the sweep allocates MBs per chunk: page faults otherwise cost ~half of it
-    warm_up_vector_math()  # the first parallel exp of a process can round differently (loop.py)
+    warm_up_vector_math()  # the first parallel exp of a process can round differently (interp.numerics)
     run = _open(run_or_path)
     cfg = run.config
     n = frame(cfg.task, cfg.p).n  # a task without Fourier structure fails here, before any work

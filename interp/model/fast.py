@@ -32,6 +32,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.config import ModelConfig
+from interp.numerics import warm_up_vector_math
 
 Params = dict[str, Tensor]  # TransformerLens parameter name -> [R, ...]
 
@@ -332,6 +333,7 @@ def eq_logits(
 
 
 def _eq_forward(P: Params, cfg: ModelConfig, a, b, resid: bool = False, lengths=None):
+    warm_up_vector_math()  # once per process, before the first parallel exp (interp.numerics)
     mlp, W_U = "blocks.0.mlp.", P["unembed.W_U"]
     W_O, W_in = P["blocks.0.attn.W_O"], P[mlp + "W_in"]
     t = eq_tables(P, cfg)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import hashlib
 import json
 import math
@@ -61,6 +60,7 @@ from interp.config import TrainConfig, resolve_device
 from interp.errors import InterpError
 from interp.model import Transformer
 from interp.model.fast import eq_logits
+from interp.numerics import flush_subnormals, retain_freed_memory, warm_up_vector_math
 from interp.store import (
     BASE_METRICS,
     CKPT_DIR,
@@ -157,65 +157,6 @@ def members_per_chunk(mcfg, device: str) -> int:
         return 1 << 30
     per_member = mcfg.p**2 * (mcfg.d_mlp + mcfg.d_vocab_out) * 4
     return max(1, CHUNK_BYTES // per_member)
-
-
-def retain_freed_memory() -> None:
-    """Ask glibc to keep freed memory instead of handing it back to the kernel (Linux only).
-
-    A training step allocates and frees a few dozen tensors of 1-20 MB. By default glibc maps
-    such blocks fresh from the kernel and unmaps them on free, so every step pays page faults
-    and page zeroing on ~100 MB (measured: 12% of the canonical step on 2 cores). Raising the
-    mmap threshold to its maximum (32 MB) and the trim threshold to 1 GB makes freed blocks
-    reusable. The cost is that the process keeps its peak heap; called by the trainer only.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): keep the default
-        pass
-
-
-def flush_subnormals() -> None:
-    """Compute with subnormal floats (|x| < 1.2e-38 in float32) flushed to zero (FTZ/DAZ).
-
-    Late in training, once the loss is ~1e-7, gradients and activations produce subnormal
-    numbers, which x86 CPUs handle hundreds of times slower than normal ones: measured here, the
-    canonical step went from 30 ms at epoch 0 to 59 ms at epoch 23,400 (2 threads), and back to
-    29 ms with subnormals flushed. Flushing changes only values below 1.2e-38 (Adam's eps is
-    1e-8). The setting is per thread and worker threads copy it when they start, so it must be
-    set before torch's thread pool exists: the trainer sets it before its first tensor operation,
-    which covers ``interp train`` and ``interp sweep``; in a Python session that already ran
-    parallel torch operations only the main thread flushes. Called by the trainer only.
-    """
-    torch.set_flush_denormal(True)
-
-
-# The element-wise functions PyTorch hands to MKL's vector math library (VML) on x86, in both
-# precisions. Trainer and analyses use exp; sqrt (probes), erf and tanh (GELU), log are the rest.
-_VML_FUNCTIONS = ("exp", "log", "sqrt", "erf", "tanh")
-
-
-@functools.cache  # once per process: the race is in the library's first calls
-def warm_up_vector_math() -> None:
-    """Call each VML function once in one thread, then once from every thread of the pool.
-
-    Measured here (torch 2.13 CPU, 2 threads): in 4 trainer starts of 150, the first parallel
-    ``exp`` of a process came out up to 16 ulp off on the worker thread's half of the tensor
-    (elements 22,980-45,959 of 45,960; the main thread's half and every later call were exact).
-    That is a race in the library's first-call set-up, and the canonical run, whose grokking
-    time moves by thousands of epochs with rounding, then trains differently from an identical
-    invocation: T_grok 15,380 instead of 17,040. Initialising each function from one thread
-    first, before any parallel call, removed it (0 starts of 180); the calls' results are discarded.
-    Called by the trainer and the checkpoint analysis (``interp.analysis.run_table``).
-    """
-    for dtype in (torch.float32, torch.float64):
-        for n in (1, 1 << 17):  # one element: this thread alone; 2^17: split across the pool
-            x = torch.full((n,), 0.5, dtype=dtype)
-            for name in _VML_FUNCTIONS:
-                getattr(torch, name)(x)
 
 
 def train(
@@ -378,6 +319,12 @@ class _Member:
     def optim(self) -> MemberOptim:
         wd = self.cfg.weight_decay
         return MemberOptim(self.cfg.optimizer, self.cfg.beta1, self.cfg.beta2, wd)
+
+    @property
+    def update_group(self) -> tuple:
+        """What decides the optimiser update besides the weights: members equal here step together."""
+        c = self.cfg
+        return (c.optimizer, c.beta1, c.beta2, c.weight_decay, c.lr, c.warmup_steps)
 
     def filter(self) -> MemberFilter:
         c = self.cfg
@@ -562,7 +509,9 @@ class _Engine:
         """Train members standing at one epoch together until they finish or reach ``until``."""
         for m in cohort:
             self.on_progress(ProgressEvent("start", self.members.index(m), m.epoch, m.final_epoch))
-        active = list(cohort)
+        # members that share their optimiser settings side by side: each group is then one slice of the
+        # stacked tensors for the optimiser (a sweep over weight decay: a few kernel calls, not one per member)
+        active = sorted(cohort, key=lambda m: m.update_group)
         P, opt, tr, te = self._stack(active)
         minibatch = active[0].cfg.batch_size is not None  # shared: part of the ensemble key
         epoch = active[0].epoch

@@ -4,8 +4,9 @@ Parameters are stacked along a leading run axis (``{name: [R, ...]}``, see ``int
 ``EnsembleOptimizer`` applies AdamW, Adam or SGD to every member with that member's own learning
 rate, betas and weight decay. Members that share their hyperparameters (and step count) are updated
 by one call of PyTorch's fused kernel over the stacked tensors, so an ensemble costs a few kernel
-calls per step rather than one per member and parameter, and a single run (R = 1) performs exactly
-the update ``torch.optim.AdamW(fused=True)`` performs (bit-identical; tested).
+calls per step rather than one per member and parameter (the trainer stacks members that share
+their settings next to each other, so each such group is one slice of every tensor), and a single
+run (R = 1) performs exactly the update ``torch.optim.AdamW(fused=True)`` performs (bit-identical; tested).
 
 Weight-decay conventions (REFERENCE §5: gamma_eff = eta lambda for SGD, >= eta lambda for AdamW):
 
@@ -72,7 +73,6 @@ class EnsembleOptimizer:
     @torch.no_grad()
     def step(self, lrs: Sequence[float]) -> None:
         """One update of every member, member r with learning rate ``lrs[r]``; grads are zeroed after."""
-        R = len(self.members)
         if self.grokfast is not None:
             self.grokfast.apply(self.params)
         groups: dict[tuple, list[int]] = {}
@@ -80,11 +80,18 @@ class EnsembleOptimizer:
             groups.setdefault((m, float(lrs[r]), self.steps[r]), []).append(r)
         names = self.names
         for (m, lr, step), idx in groups.items():
-            if len(idx) == R:  # the whole ensemble: one kernel call over the stacked tensors
+            lo, hi = idx[0], idx[-1] + 1
+            if hi - lo == len(idx):  # neighbours in the stack (the whole ensemble, or a block): one slice per tensor
                 tensors = [
-                    (self.params[n].detach(), self.params[n].grad, self.exp_avg[n], self.exp_avg_sq[n]) for n in names
+                    (
+                        self.params[n].detach()[lo:hi],
+                        self.params[n].grad[lo:hi],
+                        self.exp_avg[n][lo:hi],
+                        self.exp_avg_sq[n][lo:hi],
+                    )
+                    for n in names
                 ]
-            else:  # a subset: views of its members' slices
+            else:  # scattered members: a view of each member's slice (R x as many tensors for the kernel)
                 tensors = [
                     (self.params[n].detach()[r], self.params[n].grad[r], self.exp_avg[n][r], self.exp_avg_sq[n][r])
                     for n in names

@@ -22,8 +22,9 @@ from interp.analysis.losses import run_loss_and_accuracy
 from interp.config import TrainConfig
 from interp.legacy import to_bridge
 from interp.model.fast import eq_logits, stack_params
+from interp.numerics import retain_freed_memory
 from interp.tasks import labels, make_split
-from interp.training.loop import build_model, retain_freed_memory
+from interp.training.loop import build_model
 from interp.training.optim import EnsembleOptimizer, MemberOptim
 
 
