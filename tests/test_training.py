@@ -20,13 +20,14 @@ def _weights(run: Run, epoch: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("kind", ["adamw", "adam", "sgd"])
-def test_ensemble_optimizer_matches_torch_optim_step_for_step(kind):
+def test_ensemble_optimizer_matches_torch_optim_step_for_step(kind, monkeypatch):
     """Members with their own lr, betas and weight decay each follow torch.optim exactly, whether
     members sharing settings stand side by side (one slice per tensor) or apart (one view per member)."""
     g = torch.Generator().manual_seed(0)
     shapes = {"w": (5, 7), "v": (3,), "u": (37, 19)}
     a, b, c = (1e-3, 0.9, 0.98, 1.0), (3e-3, 0.8, 0.99, 0.1), (1e-2, 0.9, 0.999, 0.0)
-    settings = [a, a, b, c, b]
+    d, e = (1e-3, 0.9, 0.98, 0.3), (1e-3, 0.9, 0.98, 0.0)  # a's lr and betas, another weight decay
+    settings = [a, a, b, c, b, d, e]
     R = len(settings)
     init = {n: torch.randn(R, *s, generator=g) for n, s in shapes.items()}
     P = {n: t.clone().requires_grad_(True) for n, t in init.items()}
@@ -40,6 +41,9 @@ def test_ensemble_optimizer_matches_torch_optim_step_for_step(kind):
             cls = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
             opt = cls(params, lr=lr, betas=(b1, b2), weight_decay=wd, fused=True)
         refs.append((params, opt))
+    calls = []
+    update = EnsembleOptimizer._update
+    monkeypatch.setattr(EnsembleOptimizer, "_update", staticmethod(lambda *a: calls.append(a[0]) or update(*a)))
     for _ in range(15):
         grads = {n: torch.randn(R, *s, generator=g) for n, s in shapes.items()}
         for n in shapes:
@@ -52,6 +56,8 @@ def test_ensemble_optimizer_matches_torch_optim_step_for_step(kind):
     for r, (params, _) in enumerate(refs):
         for prm, n in zip(params, shapes):
             assert torch.equal(P[n][r], prm), (kind, r, n)
+    # AdamW's decoupled decay is applied apart, so a, d and e (weight decay aside the same) step as one
+    assert len(calls) == 15 * (3 if kind == "adamw" else 5)
 
 
 def test_optimizer_state_round_trips_per_member():

@@ -322,9 +322,10 @@ class _Member:
 
     @property
     def update_group(self) -> tuple:
-        """What decides the optimiser update besides the weights: members equal here step together."""
+        """What decides the optimiser update besides the weights: members equal here step together, and
+        AdamW members that differ only in weight decay too (weight decay last, so they stand together)."""
         c = self.cfg
-        return (c.optimizer, c.beta1, c.beta2, c.weight_decay, c.lr, c.warmup_steps)
+        return (c.optimizer, c.beta1, c.beta2, c.lr, c.warmup_steps, c.weight_decay)
 
     def filter(self) -> MemberFilter:
         c = self.cfg

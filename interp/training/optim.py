@@ -21,6 +21,7 @@ jointly (L2 over all of them) to its target norm after each step.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -78,6 +79,7 @@ class EnsembleOptimizer:
         groups: dict[tuple, list[int]] = {}
         for r, m in enumerate(self.members):
             groups.setdefault((m, float(lrs[r]), self.steps[r]), []).append(r)
+        groups = self._decay_apart(groups, lrs)
         names = self.names
         for (m, lr, step), idx in groups.items():
             lo, hi = idx[0], idx[-1] + 1
@@ -102,6 +104,33 @@ class EnsembleOptimizer:
                 self.steps[r] = step + 1
         for p in self.params.values():
             p.grad = None
+
+    def _decay_apart(self, groups: dict[tuple, list[int]], lrs: Sequence[float]) -> dict[tuple, list[int]]:
+        """AdamW members that differ only in weight decay: decay them here, update them together.
+
+        The fused AdamW kernel's decoupled decay is its first operation, theta * float32(1 - lr lambda),
+        one rounding per element, so doing it beforehand with a per-member factor and then calling the
+        kernel with lambda = 0 gives the same bits (tested against ``torch.optim.AdamW``). A sweep over
+        weight decay then costs one kernel call per step, not one per weight decay. Returns the groups
+        the kernel is called for (unchanged when folding decay out merges none).
+        """
+        merged: dict[tuple, list[int]] = {}
+        for m, lr, step in groups:
+            key = (dataclasses.replace(m, weight_decay=0.0) if m.kind == "adamw" else m, lr, step)
+            merged.setdefault(key, [])
+        if len(merged) == len(groups):
+            return groups
+        factor = [1.0] * len(self.members)
+        for r, m in enumerate(self.members):
+            if m.kind == "adamw" and m.weight_decay:
+                factor[r] = 1 - float(lrs[r]) * m.weight_decay  # as the kernel computes it, in double
+        for p in self.params.values():
+            f = torch.tensor(factor, dtype=p.dtype, device=p.device)  # then rounded once to p's precision
+            p.detach().mul_(f.view(-1, *([1] * (p.dim() - 1))))
+        for (m, lr, step), idx in groups.items():
+            key = (dataclasses.replace(m, weight_decay=0.0) if m.kind == "adamw" else m, lr, step)
+            merged[key] += idx
+        return {k: sorted(v) for k, v in merged.items()}
 
     @staticmethod
     def _update(m: MemberOptim, lr: float, step: int, params, grads, exp_avgs, exp_avg_sqs) -> None:
