@@ -9,6 +9,11 @@ checkpoints at the end. Each measurement runs in its own process, so the peak me
 the GPU's peak allocation) belongs to it alone.
 
     python tests/benchmarks/sweep.py [--sizes canonical,small,tiny] [--members 1,4,16,32] [--device cpu] [--repeats 3]
+                                     [--vary seed|weight_decay]
+
+``--vary weight_decay`` gives every member its own weight decay, as a sweep over weight decay does
+(the optimiser then updates members that differ only in weight decay together, see
+``interp.training.optim``); by default members differ in their seed only.
 
 Each measurement is taken in ``--repeats`` separate processes and the median is reported.
 """
@@ -31,7 +36,7 @@ SIZES = {
 }
 
 
-def one(size: str, R: int, mode: str, device: str) -> dict:
+def one(size: str, R: int, mode: str, device: str, vary: str = "seed") -> dict:
     import torch
 
     from interp.config import TrainConfig
@@ -43,6 +48,8 @@ def one(size: str, R: int, mode: str, device: str) -> dict:
         TrainConfig(
             run_name=f"b{r}",
             seed=r,
+            # a sweep over weight decay: every member its own (0.5, 0.6, ...), as in a delay-law grid
+            **({"weight_decay": 0.5 + 0.1 * r} if vary == "weight_decay" else {}),
             epochs=epochs,
             checkpoint_every=10**6,
             log_checkpoints_until=0,
@@ -77,14 +84,20 @@ def main() -> None:
     ap.add_argument("--members", default="1,4,16,32")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3, help="processes per measurement; the median is reported")
+    ap.add_argument(
+        "--vary",
+        choices=("seed", "weight_decay"),
+        default="seed",
+        help="what the members differ in besides the seed (weight_decay: each member its own, as in a sweep)",
+    )
     ap.add_argument("--one", nargs=3, metavar=("SIZE", "R", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(args.one[0], int(args.one[1]), args.one[2], args.device)))
+        print(json.dumps(one(args.one[0], int(args.one[1]), args.one[2], args.device, args.vary)))
         return
     import torch
 
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}")
+    print(f"device {args.device}, torch threads {torch.get_num_threads()}, members differ in: {args.vary}")
     print(f"{'size':<10}{'R':>4}{'ensemble run-ep/s':>20}{'sequential run-ep/s':>22}{'ratio':>8}{'peak MB (ens)':>15}")
     results = []
     for size in args.sizes.split(","):
@@ -98,7 +111,18 @@ def main() -> None:
                 runs = []
                 for _ in range(args.repeats):  # a few seconds each: the median of several tames the noise
                     out = subprocess.run(
-                        [sys.executable, __file__, "--one", size, str(R), mode, "--device", args.device],
+                        [
+                            sys.executable,
+                            __file__,
+                            "--one",
+                            size,
+                            str(R),
+                            mode,
+                            "--device",
+                            args.device,
+                            "--vary",
+                            args.vary,
+                        ],
                         capture_output=True,
                         text=True,
                         check=True,
