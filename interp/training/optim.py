@@ -124,8 +124,11 @@ class EnsembleOptimizer:
         for r, m in enumerate(self.members):
             if m.kind == "adamw" and m.weight_decay:
                 factor[r] = 1 - float(lrs[r]) * m.weight_decay  # as the kernel computes it, in double
+        tables: dict[tuple, Tensor] = {}  # the factors rounded once to each parameter's precision, on its device
         for p in self.params.values():
-            f = torch.tensor(factor, dtype=p.dtype, device=p.device)  # then rounded once to p's precision
+            f = tables.get((p.dtype, p.device))
+            if f is None:
+                f = tables[(p.dtype, p.device)] = torch.tensor(factor, dtype=p.dtype, device=p.device)
             p.detach().mul_(f.view(-1, *([1] * (p.dim() - 1))))
         for (m, lr, step), idx in groups.items():
             key = (dataclasses.replace(m, weight_decay=0.0) if m.kind == "adamw" else m, lr, step)
