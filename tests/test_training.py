@@ -151,6 +151,18 @@ def test_members_in_chunks_equal_one_stack(tmp_path, monkeypatch):
             assert all(torch.equal(a[k], b[k]) for k in a), (f.name, e)
 
 
+@pytest.mark.parametrize(
+    ("members", "most", "sizes"), [(32, 10, [8, 8, 8, 8]), (16, 10, [8, 8]), (5, 2, [2, 2, 1]), (3, 8, [3])]
+)
+def test_members_are_split_into_chunks_of_equal_size(members, most, sizes):
+    """At most ``most`` members a chunk, in as few chunks as that allows, of (nearly) equal size:
+    a small last chunk would cost nearly as much per member as single runs."""
+    idx = [torch.arange(4 + r % 3) for r in range(members)]  # some members padded
+    pairs = loop._Pairs.stack(idx, [torch.arange(9)] * members, 3, "cpu", most)
+    assert [hi - lo for lo, hi, _ in pairs.chunks] == sizes
+    assert [c.a.shape[0] for *_, c in pairs.chunks] == sizes and pairs.chunks[-1][1] == members
+
+
 def test_trainer_initialises_vector_math_before_its_first_forward(tmp_path, monkeypatch):
     """The first parallel exp of a process can round differently (a first-call race in MKL's vector
     math, ``interp.numerics.warm_up_vector_math``), so the trainer calls each function once before any

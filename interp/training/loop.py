@@ -273,8 +273,11 @@ class _Pairs:
         out = cls(
             (padded // p).to(device), (padded % p).to(device), y.to(device), None if min(lengths) == n else lengths
         )
-        for lo in range(0, len(idx), chunk):
-            hi = min(len(idx), lo + chunk)
+        # chunks of equal size, at most ``chunk`` members each: 32 members at 10 a chunk go as 8, 8, 8, 8
+        # rather than 10, 10, 10, 2 (a chunk of 2 costs nearly as much per member as single runs)
+        size = -(-len(idx) // -(-len(idx) // chunk))
+        for lo in range(0, len(idx), size):
+            hi = min(len(idx), lo + size)
             part = None if min(lengths[lo:hi]) == n else lengths[lo:hi]
             out.chunks.append((lo, hi, cls(out.a[lo:hi], out.b[lo:hi], out.y[lo:hi], part)))
         return out
