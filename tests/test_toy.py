@@ -12,7 +12,6 @@ from interp.errors import InterpError
 from interp.theory.phase_diagram import PHASES, PhaseRule, classify_phase
 from interp.theory.toy import (
     METRICS,
-    StackedAdamW,
     ToyConfig,
     ToyHistory,
     effective_loss,
@@ -70,47 +69,6 @@ def test_bad_stack_is_a_user_error():
         train_toys([ToyConfig(**SMALL)], stop_at={"loss": 0.1})
     with pytest.raises(InterpError):
         train_mask(10, 0, seed=0)
-
-
-def test_stacked_adamw_is_torch_adamw_per_run():
-    """Two runs with different learning rates and weight decays, stacked, step for step equal to
-    torch.optim.AdamW on each run alone (two parameter groups, as E and the decoder)."""
-
-    def f64(v):
-        return torch.tensor(v, dtype=torch.float64)
-
-    torch.manual_seed(0)
-    x0, y0 = torch.randn(2, 5, 3, dtype=torch.float64), torch.randn(2, 7, dtype=torch.float64)
-    lrs, wds = [(1e-2, 3e-3), (5e-3, 1e-1)], [(0.0, 1.0), (0.5, 10.0)]
-    x, y = x0.clone().requires_grad_(True), y0.clone().requires_grad_(True)
-    opt = StackedAdamW(
-        {"x": x, "y": y},
-        {"x": f64([lr[0] for lr in lrs]), "y": f64([lr[1] for lr in lrs])},
-        {"x": f64([w[0] for w in wds]), "y": f64([w[1] for w in wds])},
-        f64([0.9, 0.8]),
-        f64([0.999, 0.98]),
-    )
-    refs = []
-    for r in range(2):
-        xr, yr = x0[r].clone().requires_grad_(True), y0[r].clone().requires_grad_(True)
-        o = torch.optim.AdamW(
-            [
-                {"params": [xr], "lr": lrs[r][0], "weight_decay": wds[r][0]},
-                {"params": [yr], "lr": lrs[r][1], "weight_decay": wds[r][1]},
-            ],
-            betas=[(0.9, 0.999), (0.8, 0.98)][r],
-        )
-        refs.append((xr, yr, o))
-    for _ in range(20):
-        (x.sin().sum() + (y**2).sum()).backward()
-        opt.step()
-        for xr, yr, o in refs:
-            (xr.sin().sum() + (yr**2).sum()).backward()
-            o.step()
-            o.zero_grad()
-    for r, (xr, yr, _) in enumerate(refs):
-        torch.testing.assert_close(x[r].detach(), xr.detach(), rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(y[r].detach(), yr.detach(), rtol=1e-12, atol=1e-12)
 
 
 def _same_history(a: ToyHistory, b: ToyHistory, tol: float) -> None:

@@ -12,7 +12,14 @@ from interp.errors import InterpError
 from interp.store import Run, load_tensors
 from interp.training import loop
 from interp.training.loop import BATCH_BLOCK, batch_rows, train, train_ensemble
-from interp.training.optim import EnsembleOptimizer, MemberFilter, MemberOptim, project_norm, squared_norms
+from interp.training.optim import (
+    EnsembleOptimizer,
+    MemberFilter,
+    MemberOptim,
+    StackedAdamW,
+    project_norm,
+    squared_norms,
+)
 
 
 def _weights(run: Run, epoch: int) -> dict[str, torch.Tensor]:
@@ -58,6 +65,47 @@ def test_ensemble_optimizer_matches_torch_optim_step_for_step(kind, monkeypatch)
             assert torch.equal(P[n][r], prm), (kind, r, n)
     # AdamW's decoupled decay is applied apart, so a, d and e (weight decay aside the same) step as one
     assert len(calls) == 15 * (3 if kind == "adamw" else 5)
+
+
+def test_stacked_adamw_is_torch_adamw_per_run():
+    """Two runs with different learning rates and weight decays, stacked, step for step equal to
+    torch.optim.AdamW on each run alone (two parameter groups, as E and the decoder)."""
+
+    def f64(v):
+        return torch.tensor(v, dtype=torch.float64)
+
+    torch.manual_seed(0)
+    x0, y0 = torch.randn(2, 5, 3, dtype=torch.float64), torch.randn(2, 7, dtype=torch.float64)
+    lrs, wds = [(1e-2, 3e-3), (5e-3, 1e-1)], [(0.0, 1.0), (0.5, 10.0)]
+    x, y = x0.clone().requires_grad_(True), y0.clone().requires_grad_(True)
+    opt = StackedAdamW(
+        {"x": x, "y": y},
+        {"x": f64([lr[0] for lr in lrs]), "y": f64([lr[1] for lr in lrs])},
+        {"x": f64([w[0] for w in wds]), "y": f64([w[1] for w in wds])},
+        f64([0.9, 0.8]),
+        f64([0.999, 0.98]),
+    )
+    refs = []
+    for r in range(2):
+        xr, yr = x0[r].clone().requires_grad_(True), y0[r].clone().requires_grad_(True)
+        o = torch.optim.AdamW(
+            [
+                {"params": [xr], "lr": lrs[r][0], "weight_decay": wds[r][0]},
+                {"params": [yr], "lr": lrs[r][1], "weight_decay": wds[r][1]},
+            ],
+            betas=[(0.9, 0.999), (0.8, 0.98)][r],
+        )
+        refs.append((xr, yr, o))
+    for _ in range(20):
+        (x.sin().sum() + (y**2).sum()).backward()
+        opt.step()
+        for xr, yr, o in refs:
+            (xr.sin().sum() + (yr**2).sum()).backward()
+            o.step()
+            o.zero_grad()
+    for r, (xr, yr, _) in enumerate(refs):
+        torch.testing.assert_close(x[r].detach(), xr.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(y[r].detach(), yr.detach(), rtol=1e-12, atol=1e-12)
 
 
 def test_optimizer_state_round_trips_per_member():

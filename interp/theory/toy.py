@@ -43,7 +43,7 @@ Per run, fixed by its training set (independent of training):
   the constraint matrix has dimension 2 (REFERENCE §6: probability 0.43 at 22 of 55 pairs, 0.99 at 31).
 
 Vectorised over runs: every parameter has a leading run axis [R, ...], the decoder is a batched
-matmul, the training masks are [R, pairs], and ``StackedAdamW`` applies per-run learning rates and
+matmul, the training masks are [R, pairs], and ``interp.training.optim.StackedAdamW`` applies per-run learning rates and
 weight decays as tensors, so one step costs the same number of kernel calls for any R (no loop over
 runs inside the step). Runs may stop early (``stop_at``); finished runs are dropped from the stack.
 Phases use the shared rule of ``interp.theory.phase_diagram`` (``ToyHistory.phase``).
@@ -65,6 +65,7 @@ from interp.analysis.phases import first_epoch_reaching
 from interp.analysis.rqi import RQI_TOL, rqi_linear
 from interp.errors import InterpError
 from interp.theory.phase_diagram import PhaseRule, classify_phase
+from interp.training.optim import StackedAdamW
 
 RQI_TARGET = 0.95  # REFERENCE §6: "steps to RQI > 0.95"
 METRICS = ("train_acc", "test_acc", "rqi", "l_eff", "acc_pred")
@@ -298,63 +299,6 @@ def predicted_accuracy(
 
 
 # ----------------------------------------------------------------------------- optimiser
-
-
-class StackedAdamW:
-    """AdamW (decoupled decay, ``torch.optim.AdamW`` arithmetic) over stacked parameters, every run
-    with its own learning rate and weight decay per parameter group, all runs updated by the same
-    tensor operations. ``lr`` / ``wd``: {name: [R]}; betas per run as [R] tensors (all kept in
-    float64, as torch keeps them in Python floats). All runs share the step count (they start
-    together)."""
-
-    def __init__(
-        self,
-        params: dict[str, Tensor],
-        lr: dict[str, Tensor],
-        wd: dict[str, Tensor],
-        beta1: Tensor,
-        beta2: Tensor,
-        eps: float = 1e-8,
-    ):
-        f64 = torch.float64
-        self.params, self.eps = params, eps
-        self.lr = {n: torch.as_tensor(v, dtype=f64) for n, v in lr.items()}
-        self.wd = {n: torch.as_tensor(v, dtype=f64) for n, v in wd.items()}
-        self.beta1, self.beta2 = torch.as_tensor(beta1, dtype=f64), torch.as_tensor(beta2, dtype=f64)
-        self.t = 0
-        self.exp_avg = {n: torch.zeros_like(p) for n, p in params.items()}
-        self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in params.items()}
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.t += 1
-        for n, p in self.params.items():
-            if p.grad is None:
-                continue
-            shape = (-1,) + (1,) * (p.dim() - 1)
-
-            def col(x: Tensor) -> Tensor:  # [R] float64 -> broadcastable in p's dtype
-                return x.view(shape).to(p.dtype)
-
-            b1, b2 = self.beta1, self.beta2
-            g = p.grad
-            p.mul_(col(1 - self.lr[n] * self.wd[n]))
-            m, v = self.exp_avg[n], self.exp_avg_sq[n]
-            m.lerp_(g, col(1 - b1))
-            v.mul_(col(b2)).addcmul_(g, g * col(1 - b2))
-            step_size = col(self.lr[n] / (1 - b1**self.t))
-            denom = (v.sqrt() / col((1 - b2**self.t).sqrt())).add_(self.eps)
-            p.addcdiv_(m * step_size, denom, value=-1.0)
-            p.grad = None
-
-    def select(self, keep: Tensor, params: dict[str, Tensor]) -> None:
-        """Keep only runs ``keep``; ``params`` are the new (selected) leaves."""
-        self.params = params
-        self.lr = {n: v.index_select(0, keep) for n, v in self.lr.items()}
-        self.wd = {n: v.index_select(0, keep) for n, v in self.wd.items()}
-        self.beta1, self.beta2 = self.beta1.index_select(0, keep), self.beta2.index_select(0, keep)
-        self.exp_avg = {n: v.index_select(0, keep) for n, v in self.exp_avg.items()}
-        self.exp_avg_sq = {n: v.index_select(0, keep) for n, v in self.exp_avg_sq.items()}
 
 
 # ----------------------------------------------------------------------------- results
