@@ -43,9 +43,9 @@ Per run, fixed by its training set (independent of training):
   the constraint matrix has dimension 2 (REFERENCE §6: probability 0.43 at 22 of 55 pairs, 0.99 at 31).
 
 Vectorised over runs: every parameter has a leading run axis [R, ...], the decoder is a batched
-matmul, the training masks are [R, pairs], and ``interp.training.optim.StackedAdamW`` applies per-run learning rates and
-weight decays as tensors, so one step costs the same number of kernel calls for any R (no loop over
-runs inside the step). Runs may stop early (``stop_at``); finished runs are dropped from the stack.
+matmul, the training masks are [R, pairs], and ``StackedAdamW`` (``interp.training.optim``)
+applies per-run learning rates and weight decays as tensors, so one step costs the same number of
+kernel calls for any R (no loop over runs inside the step). Runs may stop early (``stop_at``); finished runs are dropped from the stack.
 Phases use the shared rule of ``interp.theory.phase_diagram`` (``ToyHistory.phase``).
 """
 
