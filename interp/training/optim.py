@@ -116,7 +116,12 @@ class EnsembleOptimizer:
         kernel with lambda = 0 gives the same bits (tested against ``torch.optim.AdamW``). A sweep over
         weight decay then costs one kernel call per step, not one per weight decay. Returns the groups
         the kernel is called for (unchanged when folding decay out merges none).
+
+        CPU only: PyTorch's CUDA kernel decays as theta - (lr lambda) theta, which rounds differently,
+        so on a GPU members keep their own kernel calls and stay bit-identical to their single runs.
         """
+        if any(p.device.type != "cpu" for p in self.params.values()):
+            return groups
         merged: dict[tuple, list[int]] = {}
         for m, lr, step in groups:
             key = (dataclasses.replace(m, weight_decay=0.0) if m.kind == "adamw" else m, lr, step)
