@@ -76,15 +76,24 @@ class EnsembleOptimizer:
 
     @torch.no_grad()
     def step(self, lrs: Sequence[float]) -> None:
-        """One update of every member, member r with learning rate ``lrs[r]``; grads are zeroed after."""
+        """One update of every member, member r with learning rate ``lrs[r]``; grads are zeroed after.
+
+        Members are updated together when they share the kernel's settings (``_kernel_settings``):
+        one call per group, over one slice of each tensor when the group's members are neighbours
+        in the stack (the trainer stacks them so). AdamW members that differ only in weight decay
+        share a group on CPU; their decay is then applied here, before the kernel (``_decay``).
+        """
         if self.grokfast is not None:
             self.grokfast.apply(self.params)
         groups: dict[tuple, list[int]] = {}
         for r, m in enumerate(self.members):
-            groups.setdefault((m, float(lrs[r]), self.steps[r]), []).append(r)
-        groups = self._decay_apart(groups, lrs)
+            groups.setdefault((self._kernel_settings(m), float(lrs[r]), self.steps[r]), []).append(r)
+        mixed = any(len({self.members[r].weight_decay for r in idx}) > 1 for idx in groups.values())
+        if mixed:
+            self._decay(lrs)
         names = self.names
-        for (m, lr, step), idx in groups.items():
+        for (settings, lr, step), idx in groups.items():
+            m = settings if mixed else self.members[idx[0]]  # decayed already, or each group's own decay
             lo, hi = idx[0], idx[-1] + 1
             if hi - lo == len(idx):  # neighbours in the stack (the whole ensemble, or a block): one slice per tensor
                 tensors = [
@@ -108,40 +117,32 @@ class EnsembleOptimizer:
         for p in self.params.values():
             p.grad = None
 
-    def _decay_apart(self, groups: dict[tuple, list[int]], lrs: Sequence[float]) -> dict[tuple, list[int]]:
-        """AdamW members that differ only in weight decay: decay them here, update them together.
+    def _kernel_settings(self, m: MemberOptim) -> MemberOptim:
+        """What must be equal for members to share a kernel call: all of ``m`` but, for AdamW on CPU,
+        the weight decay (applied apart by ``_decay``, which gives the kernel's bits there).
 
-        The fused AdamW kernel's decoupled decay is its first operation, theta * float32(1 - lr lambda),
-        one rounding per element, so doing it beforehand with a per-member factor and then calling the
-        kernel with lambda = 0 gives the same bits (tested against ``torch.optim.AdamW``). A sweep over
-        weight decay then costs one kernel call per step, not one per weight decay. Returns the groups
-        the kernel is called for (unchanged when folding decay out merges none).
-
-        CPU only: PyTorch's CUDA kernel decays as theta - (lr lambda) theta, which rounds differently,
-        so on a GPU members keep their own kernel calls and stay bit-identical to their single runs.
+        PyTorch's CUDA kernel decays as theta - (lr lambda) theta, which rounds differently, so on a
+        GPU members with other weight decays keep their own calls and stay bit-identical to single runs.
         """
-        if any(p.device.type != "cpu" for p in self.params.values()):
-            return groups
-        merged: dict[tuple, list[int]] = {}
-        for m, lr, step in groups:
-            key = (dataclasses.replace(m, weight_decay=0.0) if m.kind == "adamw" else m, lr, step)
-            merged.setdefault(key, [])
-        if len(merged) == len(groups):
-            return groups
-        factor = [1.0] * len(self.members)
-        for r, m in enumerate(self.members):
-            if m.kind == "adamw" and m.weight_decay:
-                factor[r] = 1 - float(lrs[r]) * m.weight_decay  # as the kernel computes it, in double
-        tables: dict[tuple, Tensor] = {}  # the factors rounded once to each parameter's precision, on its device
+        if m.kind == "adamw" and next(iter(self.params.values())).device.type == "cpu":
+            return dataclasses.replace(m, weight_decay=0.0)
+        return m
+
+    def _decay(self, lrs: Sequence[float]) -> None:
+        """AdamW's decoupled decay of every AdamW member, theta <- theta * float32(1 - lr lambda).
+
+        This is the fused CPU kernel's first operation, one rounding per element, so doing it here and
+        calling the kernel with lambda = 0 gives the same bits (tested against ``torch.optim.AdamW``):
+        a sweep over weight decay costs one kernel call per step, not one per weight decay.
+        """
+        factor = [
+            1 - float(lr) * m.weight_decay if m.kind == "adamw" else 1.0  # in double, as the kernel computes it
+            for m, lr in zip(self.members, lrs)
+        ]
+        first = next(iter(self.params.values()))  # the stacked parameters share one precision and device
+        f = torch.tensor(factor, dtype=first.dtype, device=first.device)  # rounded once to that precision
         for p in self.params.values():
-            f = tables.get((p.dtype, p.device))
-            if f is None:
-                f = tables[(p.dtype, p.device)] = torch.tensor(factor, dtype=p.dtype, device=p.device)
             p.detach().mul_(f.view(-1, *([1] * (p.dim() - 1))))
-        for (m, lr, step), idx in groups.items():
-            key = (dataclasses.replace(m, weight_decay=0.0) if m.kind == "adamw" else m, lr, step)
-            merged[key] += idx
-        return {k: sorted(v) for k, v in merged.items()}
 
     @staticmethod
     def _update(m: MemberOptim, lr: float, step: int, params, grads, exp_avgs, exp_avg_sqs) -> None:
