@@ -151,6 +151,13 @@ def batch_rows(cfg: TrainConfig, n_train: int, block: int) -> Int[Tensor, "step 
 CHUNK_BYTES = 48 << 20
 
 
+def even_chunk_size(n: int, most: int) -> int:
+    """Size of the chunks that split ``n`` items into as few chunks of at most ``most`` as possible,
+    all of (nearly) equal size: 32 at most 10 a chunk go as 8, 8, 8, 8, not 10, 10, 10, 2, whose
+    small last chunk would cost nearly as much per member as single runs."""
+    return math.ceil(n / math.ceil(n / most))
+
+
 def members_per_chunk(mcfg, device: str) -> int:
     """How many members go through one forward and backward together (all of them on a GPU)."""
     if not device.startswith("cpu"):
@@ -273,9 +280,7 @@ class _Pairs:
         out = cls(
             (padded // p).to(device), (padded % p).to(device), y.to(device), None if min(lengths) == n else lengths
         )
-        # chunks of equal size, at most ``chunk`` members each: 32 members at 10 a chunk go as 8, 8, 8, 8
-        # rather than 10, 10, 10, 2 (a chunk of 2 costs nearly as much per member as single runs)
-        size = -(-len(idx) // -(-len(idx) // chunk))
+        size = even_chunk_size(len(idx), chunk)
         for lo in range(0, len(idx), size):
             hi = min(len(idx), lo + size)
             part = None if min(lengths[lo:hi]) == n else lengths[lo:hi]

@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import os
 import time
 import tomllib
@@ -52,7 +51,7 @@ from interp.store import (
     is_unstarted,
     verify_resumable,
 )
-from interp.training.loop import ProgressEvent, ensemble_key, train_ensemble
+from interp.training.loop import ProgressEvent, ensemble_key, even_chunk_size, train_ensemble
 
 SPEC_KEYS = {"preset", "fixed", "grid", "points", "seeds", "name"}
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
@@ -244,8 +243,7 @@ def plan(cfgs: Sequence[TrainConfig], max_members: int = 64, memory: Optional[in
     for idx in groups.values():
         budget = memory if memory is not None else available_bytes(cfgs[idx[0]].device)
         size = max(1, min(max_members, budget // max(1, max(member_bytes(cfgs[i]) for i in idx))))
-        n_chunks = math.ceil(len(idx) / size)
-        per = math.ceil(len(idx) / n_chunks)  # even chunks: no straggler ensemble of one
+        per = even_chunk_size(len(idx), size)  # no straggler ensemble of one
         out.extend(idx[k : k + per] for k in range(0, len(idx), per))
     return out
 
