@@ -102,14 +102,8 @@ def hjorths(windows: Sequence[Sequence[float]]) -> np.ndarray:
     are left out of their window. Windows with equally many finite losses are computed together
     (usually all of them: full windows of a full-batch run)."""
     out = np.full((len(windows), 2), np.nan)
-    if not windows:
-        return out
-    if len({len(w) for w in windows}) == 1:  # one array, and a mask only where a value is missing
-        x = np.asarray([list(w) for w in windows], dtype=float)
-        finite = np.isfinite(x).all(1)
-        rows = [x[i] if finite[i] else x[i][np.isfinite(x[i])] for i in range(len(windows))]
-    else:
-        rows = [np.asarray([v for v in w if np.isfinite(v)], dtype=float) for w in windows]
+    rows = [np.asarray(w, dtype=float) for w in windows]
+    rows = [r[np.isfinite(r)] for r in rows]
     by_length: dict[int, list[int]] = {}
     for i, r in enumerate(rows):
         by_length.setdefault(len(r), []).append(i)
