@@ -527,6 +527,7 @@ class MetricsWriter:
         if not self.path.exists():
             atomic_write_bytes(self.path, (",".join(columns) + "\n").encode())
         self._fd: Optional[int] = None
+        self._unsynced = False  # rows written since the last fsync
 
     @staticmethod
     def format_row(row: Iterable[float]) -> str:
@@ -552,18 +553,22 @@ class MetricsWriter:
             n = os.write(fd, data)
             if n != len(data):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self._unsynced = True
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, size)
             raise _os_error(self.path, e) from None
 
     def flush(self) -> None:
-        if self._fd is None:
+        """fsync the rows written since the last flush (none: nothing to do; the trainer flushes at
+        every checkpoint and again when a run ends, often with no row in between)."""
+        if self._fd is None or not self._unsynced:
             return
         try:
             os.fsync(self._fd)
         except OSError as e:
             raise _os_error(self.path, e) from None
+        self._unsynced = False
 
     def close(self) -> None:
         if self._fd is not None:

@@ -241,6 +241,23 @@ def test_metrics_writer_cuts_back_a_failed_row(tmp_path, monkeypatch):
     assert (tmp_path / "metrics.csv").read_text() == "epoch,x\n0,1.0\n"
 
 
+def test_metrics_writer_fsyncs_only_rows_not_yet_synced(tmp_path, monkeypatch):
+    from interp import store
+
+    w = store.MetricsWriter(tmp_path / "metrics.csv", ["epoch", "x"])
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(store.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    w.add([0, 1.0])
+    w.flush()
+    w.flush()  # nothing new: the trainer flushes at a checkpoint and again when the run ends
+    assert len(synced) == 1
+    w.add([1, 2.0])
+    w.flush()
+    assert len(synced) == 2
+    assert (tmp_path / "metrics.csv").read_text() == "epoch,x\n0,1.0\n1,2.0\n"
+
+
 def test_unstarted_directories_are_recognised_and_reused(tmp_path):
     from interp.store import is_unstarted, new_run_dir
 

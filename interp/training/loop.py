@@ -392,8 +392,9 @@ def train_ensemble(
 
 def _open_member(cfg: TrainConfig, out: Path, resume: bool, max_epochs_this_call: Optional[int]) -> _Member:
     """Prepare one run directory (new, or resumed from its newest optimiser file) and its state."""
-    params = list(Transformer(cfg.model_config()).named_parameters())
-    names = [n for n, _ in params]
+    params = list(build_model(cfg).named_parameters())
+    init = {n: t.detach() for n, t in params}  # the epoch-0 weights
+    names = list(init)
     trainable = [n for n, t in params if t.requires_grad]
     metrics_path = out / METRICS_FILE
     probes = probing.parse_probes(cfg.probes)
@@ -432,7 +433,7 @@ def _open_member(cfg: TrainConfig, out: Path, resume: bool, max_epochs_this_call
         logged = _read_metrics(metrics_path)  # read once: T_grok so far, and the probes' resume state
         grok_epoch = None if logged is None else phases.first_epoch_reaching(logged["epoch"], logged["test_acc"])
     if not state:
-        state = {n: t.detach() for n, t in build_model(cfg).named_parameters()}
+        state = init
     m = _Member(
         cfg,
         out,
@@ -452,7 +453,6 @@ def _open_member(cfg: TrainConfig, out: Path, resume: bool, max_epochs_this_call
     m.losses = collections.deque(maxlen=cfg.probe_window)
     if cfg.constant_norm:
         # the target is the norm at initialisation (after init_scale) unless given
-        init = {n: t.detach() for n, t in build_model(cfg).named_parameters()}
         m.target_norm = cfg.target_norm or math.sqrt(sum(float(t.double().pow(2).sum()) for t in init.values()))
     if max_epochs_this_call is not None:
         m.stop_here = start + max_epochs_this_call
@@ -728,7 +728,7 @@ class _Engine:
     def _stack(self, active: list[_Member]):
         """Stack the members' weights and optimiser state; build their padded pairs."""
         names = list(active[0].state)
-        trainable = {n for n, t in Transformer(self.mcfg).named_parameters() if t.requires_grad}
+        trainable = set(active[0].trainable)  # shared: train_biases is part of the ensemble key
         P = {n: torch.stack([m.state[n] for m in active]).to(self.device).requires_grad_(n in trainable) for n in names}
         opt = EnsembleOptimizer(
             {n: P[n] for n in names if n in trainable}, [m.optim() for m in active], [m.filter() for m in active]

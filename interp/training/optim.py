@@ -270,8 +270,19 @@ class StackedAdamW:
 
 
 def squared_norms(params: dict[str, Tensor]) -> Float[Tensor, "run name"]:
-    """Per member, the sum of squares of each parameter (float64): V = ||theta||^2 by parameter."""
-    return torch.stack([p.detach().double().pow(2).flatten(1).sum(1) for p in params.values()], 1)
+    """Per member, the sum of squares of each parameter (float64): V = ||theta||^2 by parameter.
+
+    The last axis is summed first, then the rest: a sum to one value per tensor (a single run's
+    [1, ...] stack) is split across threads once it is large (>= 32768 values, e.g. the canonical
+    W_in), which rounds differently from an ensemble's one-value-per-member sums. Summed row by row,
+    each member's value is the same alone and in any ensemble.
+    """
+    return torch.stack([_row_sums(p.detach().double().pow(2)) for p in params.values()], 1)
+
+
+def _row_sums(x: Tensor) -> Float[Tensor, "run"]:
+    rows = x.sum(-1)
+    return rows if rows.dim() == 1 else rows.flatten(1).sum(1)
 
 
 @torch.no_grad()
