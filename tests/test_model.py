@@ -163,6 +163,43 @@ def test_run_axis_slices_equal_single_models_and_hooked_reference():
             assert torch.allclose(P[n].grad[r], prm.grad, rtol=1e-5, atol=1e-5), n
 
 
+def test_members_round_exactly_as_they_do_alone():
+    """The trainer's guarantee that an ensemble member trains bit for bit as its single run rests on
+    this: each member's logits, loss and parameter gradients do not depend on how many members share
+    the stack or where the member sits in it. Odd p and one head: shapes whose one-row products BLAS
+    rounds differently by batch size and memory offset on some CPUs (``row_product``). d_head >= 16, as
+    in every preset: with smaller heads MKL's small-matrix kernels can round the value tables'
+    gradient by the member's offset (seen with d_head 8 on an AMD EPYC), and members then agree with
+    their single runs to float32 rounding rather than bit for bit (README, "Ensembles")."""
+    from interp.analysis.losses import run_loss_and_accuracy
+
+    for p, H, E, d_mlp in ((13, 1, 16, 24), (31, 2, 16, 64), (17, 3, 16, 40), (59, 4, 32, 96)):
+        cfg = ModelConfig(p=p, d_model=H * E, n_heads=H, d_head=E, d_mlp=d_mlp, train_biases=True)
+        models = [Transformer(cfg).init_weights(0.5, seed) for seed in range(5)]
+        with torch.no_grad():
+            for m in models:
+                for n, prm in m.named_parameters():
+                    if ".b_" in n:
+                        prm.normal_(0, 0.1)
+        gen = torch.Generator().manual_seed(p)
+        a, b = torch.randint(0, p, (5, 40), generator=gen), torch.randint(0, p, (5, 40), generator=gen)
+
+        def run(members):
+            P = {n: t.detach().clone().requires_grad_(True) for n, t in stack_params(members).items()}
+            idx = [models.index(m) for m in members]
+            logits = eq_logits(P, cfg, a[idx], b[idx])
+            loss, _ = run_loss_and_accuracy(logits, (a[idx] + b[idx]) % p)
+            loss.sum().backward()
+            return logits.detach(), loss.detach(), {n: t.grad for n, t in P.items()}
+
+        for group in (models, models[1:4]):
+            logits, loss, grads = run(group)
+            for r, m in enumerate(group):
+                one_logits, one_loss, one_grads = run([m])
+                assert torch.equal(logits[r], one_logits[0]) and torch.equal(loss[r], one_loss[0]), (p, r)
+                assert all(torch.equal(grads[n][r], one_grads[n][0]) for n in grads), (p, r)
+
+
 def test_hooks_and_weight_layout():
     cfg = ModelConfig(p=7, d_model=12, n_heads=3, d_head=4, d_mlp=20)
     m = Transformer(cfg).init_weights(0.3, 0)

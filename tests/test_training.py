@@ -120,6 +120,15 @@ def test_optimizer_state_round_trips_per_member():
     assert other.steps == [1] and torch.equal(other.exp_avg["w"][0], opt.exp_avg["w"][1])
 
 
+def test_squared_norms_of_a_member_do_not_depend_on_its_ensemble():
+    # W_in of the canonical size: a single run's one-value sum would be split across threads
+    P = {"w": torch.randn(3, 128, 512), "b": torch.randn(3, 513)}
+    full = squared_norms(P)
+    for r in range(3):
+        assert torch.equal(full[r], squared_norms({n: t[r : r + 1] for n, t in P.items()})[0])
+    assert torch.allclose(full[:, 0], P["w"].double().pow(2).sum((1, 2)), rtol=1e-12)
+
+
 def test_project_norm_rescales_active_members_only():
     P = {"a": torch.randn(3, 4, 5), "b": torch.randn(3, 6)}
     before = squared_norms(P).sum(1).sqrt()

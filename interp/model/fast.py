@@ -53,6 +53,19 @@ def activation(name: str):
     return F.relu if name == "relu" else F.gelu
 
 
+def row_product(x: Float[Tensor, "*run k"], W: Float[Tensor, "*run k n"]) -> Float[Tensor, "*run n"]:
+    """``x @ W`` for one row per run (and head), as an elementwise product and a sum over k.
+
+    Every member of an ensemble must round exactly as it does alone. Large batched products do
+    (BLAS packs each matrix before multiplying), but a batched product with a single row or column
+    does not on every CPU: on an AMD EPYC with AVX-512 (MKL 2024.2) its result depends on the
+    number of matrices in the batch and on where each member's output starts in memory, so an
+    ensemble member's logits differed from its single run in the last bit. A product and a sum
+    round the same wherever a member sits (``tests/test_fast.py`` checks both forms of invariance).
+    """
+    return (x.unsqueeze(-1) * W).sum(-2)
+
+
 class _MixedTableRows(torch.autograd.Function):
     """``out_k[r, i] = sum_{h,s} w[r,i,h,s] * (V[r, h, t(r,i,h,s)] @ N_k[r, h]) + C_k[r]`` for k = 1, 2, hand-differentiated.
 
@@ -104,11 +117,11 @@ class _MixedTableRows(torch.autograd.Function):
             # dL/dw[r,i,h,s] = sum_k g_k[r,i] . (table_k[r, h, t] + C_k[r] / H). One product gives, per input,
             # the gradient in each head's d_head space (for the a and b rows, gathered next), the '=' row's
             # full term (the same row for every input, s = 2) and the constants' share of every row.
-            eq = V[:, :, T - 1 : T]  # [R, H, 1, E]: the '=' source row of each head
+            eq = V[:, :, T - 1]  # [R, H, E]: the '=' source row of each head
             cols = []
             for N, C in ((N1, C1), (N2, C2)):
                 n = N.shape[-1]
-                eq_row = (eq @ N).view(R, H, n)  # table_k's '=' rows without the constant
+                eq_row = row_product(eq, N)  # [R, H, n]: table_k's '=' rows without the constant
                 const = C[:, None] / H if C is not None else N.new_zeros(R, 1, n)
                 cols.append(torch.cat([N.reshape(R, H * E, n), eq_row + const, const], 1).transpose(1, 2))
             gzx = torch.baddbmm(torch.bmm(g1, cols[0]), g2, cols[1])  # [R, B, H E + H + 1]
@@ -283,12 +296,11 @@ def eq_tables(P: Params, cfg: ModelConfig) -> EqTables:
     x2 = W_E[:, p] + W_pos[:, 2]  # '=' at position 2
     sources = torch.cat([(W_E[:, None, :p] + W_pos[:, :2, None]).reshape(R, 2 * p, D), x2[:, None]], 1)
     attn = "blocks.0.attn."
-    q = torch.einsum("rd,rhde->rhe", x2, P[attn + "W_Q"]) + P[attn + "b_Q"]
+    q = row_product(x2[:, None], P[attn + "W_Q"]) + P[attn + "b_Q"]
     k = torch.einsum("rtd,rhde->rhte", sources, P[attn + "W_K"]) + P[attn + "b_K"][:, :, None]
     v = torch.einsum("rtd,rhde->rhte", sources, P[attn + "W_V"]) + P[attn + "b_V"][:, :, None]
-    # a batched matrix-vector product rather than einsum: einsum picks another kernel for the run
-    # axis, and this one keeps R = 1 bit-identical to the single-model path it replaced
-    scores = (k @ q[..., None]).squeeze(-1).transpose(1, 2) * (1.0 / math.sqrt(cfg.d_head))
+    # a product and a sum over d_head, not a matrix-vector product (see ``row_product``)
+    scores = (k * q[:, :, None]).sum(-1).transpose(1, 2) * (1.0 / math.sqrt(cfg.d_head))
     return EqTables(scores, v, P[attn + "b_O"] + x2)
 
 
@@ -341,8 +353,8 @@ def _eq_forward(P: Params, cfg: ModelConfig, a, b, resid: bool = False, lengths=
     to_mlp = torch.einsum("rhed,rdm->rhem", W_O, W_in)
     to_logits = torch.einsum("rhed,rdv->rhev", W_O, W_U)
     c = t.resid_const[:, None]  # [R, 1, D]
-    const_in = torch.baddbmm(P[mlp + "b_in"][:, None], c, W_in)[:, 0]
-    logit_const = torch.baddbmm(P["unembed.b_U"][:, None], c + P[mlp + "b_out"][:, None], W_U)[:, 0]
+    const_in = P[mlp + "b_in"] + row_product(t.resid_const, W_in)
+    logit_const = P["unembed.b_U"] + row_product(t.resid_const + P[mlp + "b_out"], W_U)
     mixed_in, mixed_logits = _MixedTableRows.apply(t.values, to_mlp, to_logits, pattern, rows, const_in, logit_const)
     R, B = a.shape
     # ReLU in place on the mixed MLP input, which nothing reads again (its backward keeps the output):

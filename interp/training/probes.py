@@ -120,7 +120,17 @@ def hjorths(windows: Sequence[Sequence[float]]) -> np.ndarray:
 
 @torch.no_grad()
 def fourier_ginis(params: dict[str, Tensor], task: str, p: int) -> Float[Tensor, "run 2"]:
-    """Per member (gini_W_E, gini_W_L): the analysis's Gini of Fourier-row norms (REFERENCE §3), on the CPU."""
-    rows_E = embedding_fourier_of(params["embed.W_E"], task, p).norm(dim=-1)
-    rows_L = neuron_logit_fourier_of(params["blocks.0.mlp.W_out"], params["unembed.W_U"], task, p).norm(dim=-1)
-    return torch.stack([ginis(rows_E), ginis(rows_L)], 1).cpu()
+    """Per member (gini_W_E, gini_W_L): the analysis's Gini of Fourier-row norms (REFERENCE §3), on the CPU.
+
+    One member at a time: the Fourier transforms are matrix products whose rounding, with BLAS,
+    depends on how many members share them (a member's value would then differ from its single
+    run's in the last bits). This runs at probe epochs only, not in the training step.
+    """
+    rows = []
+    for r in range(params["embed.W_E"].shape[0]):
+        rows_E = embedding_fourier_of(params["embed.W_E"][r], task, p).norm(dim=-1)
+        rows_L = neuron_logit_fourier_of(params["blocks.0.mlp.W_out"][r], params["unembed.W_U"][r], task, p).norm(
+            dim=-1
+        )
+        rows.append(torch.stack([ginis(rows_E), ginis(rows_L)]))
+    return torch.stack(rows).cpu()
