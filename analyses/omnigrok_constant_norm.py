@@ -141,8 +141,8 @@ def main() -> None:
         "1/d_model); with our default init (std 0.8/sqrt(d_model), TransformerLens's legacy recipe) alpha = 0.8 "
         "holds the norm at 26.9 instead of 33.6, and in an earlier 15k-epoch run of this study that model never "
         "fitted its training set (train accuracy < 0.99, test 0.34), while the baseline on that init had not "
-        "grokked by 15k (test 0.969; `make main`'s canonical run, on that init, grokked at 13,400 then and "
-        "groks at 17,040 now: its T_grok moves with rounding).",
+        "grokked by 15k (test 0.969; `make main`'s canonical run, on that init, grokked at 13,400 then, "
+        "and at 17,040 and 15,730 with later versions: its T_grok moves with rounding).",
     ]
     (out / "omnigrok_constant_norm.md").write_text("\n".join(lines) + "\n")
     try:
