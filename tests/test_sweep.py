@@ -200,12 +200,15 @@ def test_sigkilled_sweep_resumes_to_identical_runs(tmp_path):
         "2",
         "--no-progress",
     ]
-    ref = tmp_path / "ref"
-    assert run_cli("sweep", *flags, "--out", str(ref)).returncode == 0
-    killed = tmp_path / "killed"
+    # both sweeps with the same thread count: rounding may depend on it (the Fourier Gini probe's did,
+    # when this test's pytest process had been set to one thread by another module and the reference had two)
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    ref = tmp_path / "ref"
+    cli = [sys.executable, "-m", "interp.cli", "sweep", *flags, "--out"]
+    assert subprocess.run([*cli, str(ref)], cwd=REPO, env=env, capture_output=True).returncode == 0
+    killed = tmp_path / "killed"
     rng = random.Random(0)
-    args = [sys.executable, "-m", "interp.cli", "sweep", *flags, "--out", str(killed)]
+    args = [*cli, str(killed)]
     for attempt in range(4):
         proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.3, 3.0) if attempt else 0.2)  # the first kill lands in the first second
