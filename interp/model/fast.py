@@ -61,7 +61,7 @@ def row_product(x: Float[Tensor, "*run k"], W: Float[Tensor, "*run k n"]) -> Flo
     does not on every CPU: on an AMD EPYC with AVX-512 (MKL 2024.2) its result depends on the
     number of matrices in the batch and on where each member's output starts in memory, so an
     ensemble member's logits differed from its single run in the last bit. A product and a sum
-    round the same wherever a member sits (``tests/test_fast.py`` checks both forms of invariance).
+    round the same wherever a member sits (``tests/test_model.py::test_members_round_exactly_as_they_do_alone``).
     """
     return (x.unsqueeze(-1) * W).sum(-2)
 
