@@ -144,9 +144,12 @@ class _MixedTableRows(torch.autograd.Function):
             ]
             N1b, N2b = N1.reshape(R * H, E, -1), N2.reshape(R * H, E, -1)
             if ctx.needs_input_grad[0]:
-                gV = torch.baddbmm(torch.bmm(g_tables[0], N1b.transpose(1, 2)), g_tables[1], N2b.transpose(1, 2)).view(
-                    R, H, T, E
-                )
+                # d_head columns padded to a multiple of 16: with 8, MKL rounded this product by each
+                # member's offset in memory (AMD EPYC, AVX-512); whole 16-float rows round alike everywhere
+                pad = -E % 16
+                N1p, N2p = (F.pad(N, (0, 0, 0, pad)) if pad else N for N in (N1b, N2b))
+                gV = torch.baddbmm(torch.bmm(g_tables[0], N1p.transpose(1, 2)), g_tables[1], N2p.transpose(1, 2))
+                gV = gV[..., :E].reshape(R, H, T, E)
             Vt = V.reshape(R * H, T, E).transpose(1, 2)
             gN1 = torch.bmm(Vt, g_tables[0]).view(N1.shape) if ctx.needs_input_grad[1] else None
             gN2 = torch.bmm(Vt, g_tables[1]).view(N2.shape) if ctx.needs_input_grad[2] else None
