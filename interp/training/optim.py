@@ -63,6 +63,7 @@ class EnsembleOptimizer:
     ):
         self.params = params
         self.members = list(members)
+        self.kernel_settings = [self._kernel_settings(m) for m in self.members]  # fixed: computed once
         # Grokfast (REFERENCE §7): between backward and the update, only when some member asks for it
         gf = GrokfastFilter(params, filters) if filters and any(f.kind for f in filters) else None
         self.grokfast = gf
@@ -86,8 +87,8 @@ class EnsembleOptimizer:
         if self.grokfast is not None:
             self.grokfast.apply(self.params)
         groups: dict[tuple, list[int]] = {}
-        for r, m in enumerate(self.members):
-            groups.setdefault((self._kernel_settings(m), float(lrs[r]), self.steps[r]), []).append(r)
+        for r, settings in enumerate(self.kernel_settings):
+            groups.setdefault((settings, float(lrs[r]), self.steps[r]), []).append(r)
         mixed = any(len({self.members[r].weight_decay for r in idx}) > 1 for idx in groups.values())
         if mixed:
             self._decay(lrs)
