@@ -36,6 +36,11 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _fields_dict(cfg: Any) -> dict[str, Any]:
+    # every field is a scalar: a plain dict, without ``dataclasses.asdict``'s deep copies
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+
+
 def check_field_types(cfg: Any) -> None:
     """Refuse a field whose value does not have its declared type (``"p": "31"``, ``epochs=2.5``,
     ``"train_biases": "yes"``) and a non-finite float. Ints are accepted for float fields; bools
@@ -139,8 +144,7 @@ class ModelConfig:
             raise InterpError(f"act_fn must be 'relu' or 'gelu', got {self.act_fn!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        # every field is a scalar: a plain dict, without ``dataclasses.asdict``'s deep copies
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return _fields_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
@@ -321,8 +325,7 @@ class TrainConfig:
         return sorted(e for e in s if e <= self.epochs)
 
     def to_dict(self) -> dict[str, Any]:
-        # every field is a scalar: a plain dict, without ``dataclasses.asdict``'s deep copies
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return _fields_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
