@@ -126,11 +126,8 @@ def fourier_ginis(params: dict[str, Tensor], task: str, p: int) -> Float[Tensor,
     depends on how many members share them (a member's value would then differ from its single
     run's in the last bits). This runs at probe epochs only, not in the training step.
     """
-    rows = []
-    for r in range(params["embed.W_E"].shape[0]):
-        rows_E = embedding_fourier_of(params["embed.W_E"][r], task, p).norm(dim=-1)
-        rows_L = neuron_logit_fourier_of(params["blocks.0.mlp.W_out"][r], params["unembed.W_U"][r], task, p).norm(
-            dim=-1
-        )
-        rows.append(torch.stack([ginis(rows_E), ginis(rows_L)]))
-    return torch.stack(rows).cpu()
+    W_E, W_out, W_U = params["embed.W_E"], params["blocks.0.mlp.W_out"], params["unembed.W_U"]
+    members = range(W_E.shape[0])
+    rows_E = torch.stack([embedding_fourier_of(W_E[r], task, p).norm(dim=-1) for r in members])
+    rows_L = torch.stack([neuron_logit_fourier_of(W_out[r], W_U[r], task, p).norm(dim=-1) for r in members])
+    return torch.stack([ginis(rows_E), ginis(rows_L)], 1).cpu()
