@@ -29,15 +29,20 @@ STANDARD_HOOKS = {
 }
 
 
+def random_biases(models):
+    """Give the models non-zero biases (N(0, 0.1^2)), so the fast path's bias handling is exercised."""
+    with torch.no_grad():
+        for m in models:
+            for n, prm in m.named_parameters():
+                if ".b_" in n:
+                    prm.normal_(0, 0.1)
+    return models
+
+
 def canonical_model(seed=0, biases=False):
     cfg = TrainConfig(train_biases=biases)
     m = Transformer(cfg.model_config()).init_weights(cfg.resolved_init_std, seed)
-    if biases:  # non-zero biases so the fast path's bias handling is exercised
-        with torch.no_grad():
-            for n, p in m.named_parameters():
-                if ".b_" in n:
-                    p.normal_(0, 0.1)
-    return m
+    return random_biases([m])[0] if biases else m
 
 
 def test_fast_path_equals_hooked_model_on_all_pairs():
@@ -144,12 +149,7 @@ def test_run_axis_slices_equal_single_models_and_hooked_reference():
     and the hooked forward (< 1e-5) on all p^2 inputs; parameter gradients equal the single model's."""
     p = 13
     cfg = ModelConfig(p=p, d_model=16, n_heads=2, d_head=8, d_mlp=24, train_biases=True)
-    models = [Transformer(cfg).init_weights(0.3, seed) for seed in range(3)]
-    with torch.no_grad():
-        for m in models:
-            for n, prm in m.named_parameters():
-                if ".b_" in n:
-                    prm.normal_(0, 0.1)
+    models = random_biases([Transformer(cfg).init_weights(0.3, seed) for seed in range(3)])
     toks = all_pairs(p)
     a, b = toks[:, 0], toks[:, 1]
     P = {n: t.detach().clone().requires_grad_(True) for n, t in stack_params(models).items()}
@@ -193,12 +193,7 @@ def _check_members_round_alike():
 
     for p, H, E, d_mlp in ((13, 1, 16, 24), (13, 2, 8, 32), (31, 2, 16, 64), (17, 3, 8, 40), (59, 4, 32, 96)):
         cfg = ModelConfig(p=p, d_model=H * E, n_heads=H, d_head=E, d_mlp=d_mlp, train_biases=True)
-        models = [Transformer(cfg).init_weights(0.5, seed) for seed in range(5)]
-        with torch.no_grad():
-            for m in models:
-                for n, prm in m.named_parameters():
-                    if ".b_" in n:
-                        prm.normal_(0, 0.1)
+        models = random_biases([Transformer(cfg).init_weights(0.5, seed) for seed in range(5)])
         gen = torch.Generator().manual_seed(p)
         a, b = torch.randint(0, p, (5, 40), generator=gen), torch.randint(0, p, (5, 40), generator=gen)
 
