@@ -9,11 +9,13 @@ checkpoints at the end. Each measurement runs in its own process, so the peak me
 the GPU's peak allocation) belongs to it alone.
 
     python tests/benchmarks/sweep.py [--sizes canonical,small,tiny] [--members 1,4,16,32] [--device cpu] [--repeats 3]
-                                     [--vary seed|weight_decay]
+                                     [--vary seed|weight_decay] [--eval-every N]
 
 ``--vary weight_decay`` gives every member its own weight decay, as a sweep over weight decay does
 (the optimiser then updates members that differ only in weight decay together, see
-``interp.training.optim``); by default members differ in their seed only.
+``interp.training.optim``); by default members differ in their seed only. ``--eval-every N`` takes
+the test metrics every N epochs in both modes (default 1; the ``canonical`` and ``small`` presets,
+and so the sweeps built on them, use 10).
 
 Each measurement is taken in ``--repeats`` separate processes and the median is reported.
 """
@@ -36,7 +38,7 @@ SIZES = {
 }
 
 
-def one(size: str, R: int, mode: str, device: str, vary: str = "seed") -> dict:
+def one(size: str, R: int, mode: str, device: str, vary: str = "seed", eval_every: int = 1) -> dict:
     import torch
 
     from interp.config import TrainConfig
@@ -51,6 +53,7 @@ def one(size: str, R: int, mode: str, device: str, vary: str = "seed") -> dict:
             # a sweep over weight decay: every member its own (0.5, 0.6, ...), as in a delay-law grid
             **({"weight_decay": 0.5 + 0.1 * r} if vary == "weight_decay" else {}),
             epochs=epochs,
+            eval_every=eval_every,
             checkpoint_every=10**6,
             log_checkpoints_until=0,
             device=device,
@@ -90,14 +93,18 @@ def main() -> None:
         default="seed",
         help="what the members differ in besides the seed (weight_decay: each member its own, as in a sweep)",
     )
+    ap.add_argument("--eval-every", type=int, default=1, help="test metrics every N epochs, in both modes")
     ap.add_argument("--one", nargs=3, metavar=("SIZE", "R", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(args.one[0], int(args.one[1]), args.one[2], args.device, args.vary)))
+        print(json.dumps(one(args.one[0], int(args.one[1]), args.one[2], args.device, args.vary, args.eval_every)))
         return
     import torch
 
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, members differ in: {args.vary}")
+    print(
+        f"device {args.device}, torch threads {torch.get_num_threads()}, members differ in: {args.vary}, "
+        f"test metrics every {args.eval_every} epoch(s)"
+    )
     print(f"{'size':<10}{'R':>4}{'ensemble run-ep/s':>20}{'sequential run-ep/s':>22}{'ratio':>8}{'peak MB (ens)':>15}")
     results = []
     for size in args.sizes.split(","):
@@ -122,6 +129,8 @@ def main() -> None:
                             args.device,
                             "--vary",
                             args.vary,
+                            "--eval-every",
+                            str(args.eval_every),
                         ],
                         capture_output=True,
                         text=True,
