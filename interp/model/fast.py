@@ -66,6 +66,19 @@ def row_product(x: Float[Tensor, "*run k"], W: Float[Tensor, "*run k n"]) -> Flo
     return (x.unsqueeze(-1) * W).sum(-2)
 
 
+def _bmm_wide(x: Float[Tensor, "batch m k"], W: Float[Tensor, "batch k n"]) -> Float[Tensor, "batch m n"]:
+    """``bmm(x, W)`` with W's columns padded to 16 when it has fewer (small p: the logits' tables).
+
+    With 5-11 columns and a few dozen rows, MKL rounded the product by where each matrix starts
+    in memory (AMD EPYC, AVX-512; ``row_product``), so an ensemble member's p = 7 or 11 tables
+    differed from its single run's in the last bit. Whole 16-column blocks round alike everywhere.
+    """
+    n = W.shape[-1]
+    if n >= 16:
+        return torch.bmm(x, W)
+    return torch.bmm(x, F.pad(W, (0, 16 - n)))[..., :n]
+
+
 class _MixedTableRows(torch.autograd.Function):
     """``out_k[r, i] = sum_{h,s} w[r,i,h,s] * (V[r, h, t(r,i,h,s)] @ N_k[r, h]) + C_k[r]`` for k = 1, 2, hand-differentiated.
 
@@ -96,7 +109,7 @@ class _MixedTableRows(torch.autograd.Function):
         Vb = V.reshape(R * H, T, E)
         outs = []
         for N, C in ((N1, C1), (N2, C2)):
-            table = torch.bmm(Vb, N.reshape(R * H, E, -1))
+            table = _bmm_wide(Vb, N.reshape(R * H, E, -1))
             if C is not None:
                 # each head's three weights sum to 1, so C / H on every row of every head adds C
                 table = table.view(R, H, T, -1).add_(C[:, None, None] / H).view(R * H, T, -1)
