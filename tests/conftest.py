@@ -1,3 +1,5 @@
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +41,25 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
     return subprocess.run(
         [sys.executable, "-m", "interp.cli", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout
     )
+
+
+def cli_in_process(*args: str) -> subprocess.CompletedProcess:
+    """Run the CLI's ``main`` in this process, its output captured, as ``run_cli`` reports it.
+
+    For commands that fail on bad input before any work, or only read a run or a sweep: the same
+    code path and the same one-line error and exit status, without the ~3 s of a new Python
+    process importing torch (the suite makes dozens of such calls). Commands that train stay in
+    ``run_cli``: training sets process-wide numerics (``interp.numerics``) a user's process owns.
+    """
+    from interp.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's own exits (--version, usage errors)
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    return subprocess.CompletedProcess(["interp", *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ refuse the same values with the same message, before anything touches the disk."
 import math
 
 import pytest
-from conftest import run_cli
+from conftest import cli_in_process
 
 from interp.config import ModelConfig, TrainConfig, preset
 from interp.errors import InterpError
@@ -40,7 +40,7 @@ def test_bad_values_fail_at_construction(kw, needle):
 def test_cli_and_python_api_say_the_same(tmp_path):
     with pytest.raises(InterpError) as e:
         TrainConfig(epochs=2.5)
-    r = run_cli("train", "--out", str(tmp_path / "x"), "--epochs", "2.5", "--no-progress")
+    r = cli_in_process("train", "--out", str(tmp_path / "x"), "--epochs", "2.5", "--no-progress")
     assert r.returncode == 2
     assert r.stderr.strip() == f"interp: error: {e.value}"
     assert not (tmp_path / "x").exists()

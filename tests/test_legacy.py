@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import run_cli
+from conftest import cli_in_process, run_cli
 
 from interp.config import ModelConfig
 from interp.errors import InterpError
@@ -54,7 +54,7 @@ def test_pickled_objects_are_refused(tmp_path):
 
 def test_bad_import_cli(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
-    r = run_cli("import", str(tmp_path / "junk.pth"), "--out", str(tmp_path / "o"))
+    r = cli_in_process("import", str(tmp_path / "junk.pth"), "--out", str(tmp_path / "o"))
     assert r.returncode != 0 and "junk.pth" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -147,7 +147,7 @@ def test_paper_fixture_history_and_unknown_phases(fixture_path, tmp_path):
     assert te["test_loss"].tolist() == imp.test_losses
     assert run.checkpoint_epochs() == [50000]
     assert not run.accuracy_history
-    info = run_cli("info", str(run.path))
+    info = cli_in_process("info", str(run.path))
     assert info.returncode == 0, info.stderr
     assert (
         f"T_mem         {NO_ACCURACY_HISTORY}" in info.stdout and f"T_grok        {NO_ACCURACY_HISTORY}" in info.stdout
@@ -164,12 +164,12 @@ def test_info_and_analyze_agree_on_an_imported_run(tmp_path):
 
     _paper_file(tmp_path / "paper.pth")
     assert run_cli("import", str(tmp_path / "paper.pth"), "--out", str(tmp_path / "run")).returncode == 0
-    info = json.loads(run_cli("info", str(tmp_path / "run"), "--json").stdout)
-    r = run_cli("analyze", str(tmp_path / "run"), "--json")
+    info = json.loads(cli_in_process("info", str(tmp_path / "run"), "--json").stdout)
+    r = cli_in_process("analyze", str(tmp_path / "run"), "--json")
     assert r.returncode == 0, r.stderr
     ph = json.loads(r.stdout)["phases"]
     assert (ph["t_mem"], ph["t_grok"]) == (info["T_mem"], info["T_grok"]) == (NO_ACCURACY_HISTORY,) * 2
-    text = run_cli("analyze", str(tmp_path / "run")).stdout
+    text = cli_in_process("analyze", str(tmp_path / "run")).stdout
     assert f"T_mem            {NO_ACCURACY_HISTORY}" in text and "not reached" not in text
-    at = run_cli("compare", f"{tmp_path / 'run'}@T_mem", str(tmp_path / "run"))
+    at = cli_in_process("compare", f"{tmp_path / 'run'}@T_mem", str(tmp_path / "run"))
     assert at.returncode == 2 and NO_ACCURACY_HISTORY in at.stderr

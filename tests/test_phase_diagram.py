@@ -3,12 +3,11 @@
 
 import json
 import shutil
-import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import cli_in_process, run_cli
 
 from interp.errors import InterpError
 from interp.theory.phase_diagram import (
@@ -132,23 +131,14 @@ def _one_line_error(r, needle: str) -> None:
     assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("interp: error: ")
 
 
-def _in_process(capsys, *argv: str):
-    """The command line in this process (faster than a new one for the cheap cases)."""
-    from interp.cli import main
-
-    code = main(list(argv))
-    cap = capsys.readouterr()
-    return subprocess.CompletedProcess(list(argv), code, cap.out, cap.err)
-
-
-def test_phases_cli_on_a_tiny_sweep_and_its_bad_input(tmp_path, capsys):
+def test_phases_cli_on_a_tiny_sweep_and_its_bad_input(tmp_path):
     out = tmp_path / "sw"
     r = run_cli(
         "sweep", *TINY_SET, "--set", "epochs=60", "--grid", "weight_decay=0,1", "--grid", "lr=1e-3,1e-2",
         "--out", str(out), "--no-progress",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    r = run_cli("phases", str(out), "--tau", "20")
+    r = cli_in_process("phases", str(out), "--tau", "20")
     assert r.returncode == 0, r.stderr
     assert "budget 60 epochs, tau 20" in r.stdout and "weight_decay=0" in r.stdout and "lr=0.01" in r.stdout
     saved = json.loads((out / "phases.json").read_text())
@@ -157,30 +147,32 @@ def test_phases_cli_on_a_tiny_sweep_and_its_bad_input(tmp_path, capsys):
     assert {c["phase"] for c in saved["grid"]["cells"]} <= set(PHASES)
     assert sum(c["n"] for c in saved["grid"]["cells"]) == 4
     assert (saved["grid"]["x"], saved["grid"]["y"]) == ("weight_decay", "lr")
-    js = run_cli("phases", str(out), "--x", "lr", "--y", "weight_decay", "--budget", "30", "--json")
+    js = cli_in_process("phases", str(out), "--x", "lr", "--y", "weight_decay", "--budget", "30", "--json")
     assert js.returncode == 0, js.stderr
     body = json.loads(js.stdout)
     assert body["rule"]["budget"] == 30 and body["rule"]["tau"] == 1000 and body["grid"]["x"] == "lr"
     # the sweep report draws the diagram with the rule interp phases saved
-    rep = run_cli("report", str(out))
+    rep = cli_in_process("report", str(out))
     assert rep.returncode == 0, rep.stderr
     page = (out / "report.html").read_text()
     assert "Phase diagram (interp phases)" in page and "weight_decay against lr" in page
     # bad input: one line each, exit 2
     run_dir = next((out / "runs").iterdir())
-    _one_line_error(run_cli("phases", str(run_dir)), "is a run directory, not a sweep")
-    _one_line_error(_in_process(capsys, "phases", str(out), "--x", "seed"), "--x seed is not an axis of the sweep")
-    _one_line_error(_in_process(capsys, "phases", str(out), "--tau", "-1"), "tau must be >= 0")
-    _one_line_error(_in_process(capsys, "phases", str(tmp_path / "nowhere")), "is not a sweep directory")
-    _one_line_error(_in_process(capsys, "phases", str(out), "--budget", "61"), "budget 61 exceeds the 60 epochs")
+    _one_line_error(cli_in_process("phases", str(run_dir)), "is a run directory, not a sweep")
+    _one_line_error(cli_in_process("phases", str(out), "--x", "seed"), "--x seed is not an axis of the sweep")
+    _one_line_error(cli_in_process("phases", str(out), "--tau", "-1"), "tau must be >= 0")
+    _one_line_error(cli_in_process("phases", str(tmp_path / "nowhere")), "is not a sweep directory")
+    _one_line_error(cli_in_process("phases", str(out), "--budget", "61"), "budget 61 exceeds the 60 epochs")
     one = tmp_path / "one"
     r = run_cli(
         "sweep", *TINY_SET, "--set", "epochs=3", "--grid", "weight_decay=0,1", "--seeds", "2",
         "--out", str(one), "--no-progress",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    _one_line_error(run_cli("phases", str(one)), "needs two swept axes besides seed; this sweep has 1 (weight_decay)")
+    _one_line_error(
+        cli_in_process("phases", str(one)), "needs two swept axes besides seed; this sweep has 1 (weight_decay)"
+    )
     assert not (one / "phases.json").exists()
     shutil.rmtree(one / "runs")  # the runs gone: the rebuilt index holds no finished run
     (one / "index.csv").unlink()
-    _one_line_error(_in_process(capsys, "phases", str(one)), "no finished run to classify")
+    _one_line_error(cli_in_process("phases", str(one)), "no finished run to classify")

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for the __main__ use below; pytest does this itself
-from conftest import run_cli  # noqa: E402
+from conftest import cli_in_process  # noqa: E402
 
 PROBE_JS = r"""
 window.__errors = [];
@@ -310,7 +310,7 @@ def test_report_in_headless_chromium(report, tmp_path):
 
 def test_cli_report(quick_run, tmp_path):
     out = tmp_path / "cmp.html"
-    r = run_cli("report", f"{quick_run.path}@T_mem", str(quick_run.path), "-o", str(out))
+    r = cli_in_process("report", f"{quick_run.path}@T_mem", str(quick_run.path), "-o", str(out))
     assert r.returncode == 0, r.stderr
     assert f"report written to {out}" in r.stdout and re.search(r"\((\d+(\.\d)?) (MB|kB)\)", r.stdout)
     assert out.exists() and "T_mem" in out.read_text(encoding="utf-8")
@@ -321,7 +321,7 @@ def test_cli_report_bad_input(tmp_path):
         (["report", str(tmp_path / "nope")], "does not exist"),
         (["report", "a", "b", "c"], "one run or two checkpoints"),
     ):
-        r = run_cli(*args)
+        r = cli_in_process(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.startswith("interp: error:") and msg in r.stderr and r.stderr.count("\n") == 1
 
@@ -348,6 +348,6 @@ def test_failed_report_leaves_the_stored_analysis_as_it_was(quick_run, tmp_path)
     shutil.copytree(quick_run.path, dst, ignore=shutil.ignore_patterns(".lock", "report.html", *ANALYSIS_FILES))
     before = sorted(p.name for p in dst.iterdir())
     for bad in (dst / "metrics.csv" / "r.html", dst / "checkpoints"):  # under a file; a directory
-        r = run_cli("report", str(dst), "-o", str(bad))
+        r = cli_in_process("report", str(dst), "-o", str(bad))
         assert r.returncode == 2 and r.stderr.startswith("interp: error: cannot write"), r.stderr
     assert sorted(p.name for p in dst.iterdir()) == before  # no analysis.json / analysis.csv written

@@ -296,7 +296,7 @@ def test_failure_before_training_leaves_no_directory(tmp_path, monkeypatch):
 
 
 def test_directory_killed_before_its_config_is_restartable(tmp_path):
-    from conftest import run_cli
+    from conftest import cli_in_process, run_cli
 
     d = tmp_path / "r"
     (d / "checkpoints").mkdir(parents=True)
@@ -317,7 +317,7 @@ def test_directory_killed_before_its_config_is_restartable(tmp_path):
         "3",
         "--no-progress",
     ]
-    r = run_cli("train", "--resume", str(d))
+    r = cli_in_process("train", "--resume", str(d))
     assert r.returncode == 2 and "interrupted before its config was written" in r.stderr and f"--out {d}" in r.stderr
     r = run_cli("train", "--out", str(d), "--resume-if-exists", *flags)
     assert r.returncode == 0, r.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO, cli_in_process, run_cli
 
 from interp.errors import InterpError
 from interp.store import Run, load_tensors
@@ -120,14 +120,14 @@ def test_sweep_cli_index_info_and_member_runs(tmp_path):
     run = Run.open(out / "runs" / row["run"])  # an ordinary run directory
     df = run.metrics()
     assert row["V_final"] == pytest.approx(df["sq_total"].iloc[-1])
-    info = run_cli("info", str(out))
+    info = cli_in_process("info", str(out))
     assert info.returncode == 0 and "4 done" in info.stdout and row["run"] in info.stdout
-    assert run_cli("info", str(out / "runs" / row["run"])).returncode == 0
-    assert run_cli("law", str(out / "runs" / row["run"])).returncode == 2  # a run, not a sweep
-    law = run_cli("law", str(out))
+    assert cli_in_process("info", str(out / "runs" / row["run"])).returncode == 0
+    assert cli_in_process("law", str(out / "runs" / row["run"])).returncode == 2  # a run, not a sweep
+    law = cli_in_process("law", str(out))
     if index["T_grok"].notna().sum() >= 3:
         assert law.returncode == 0 and "grokked" in law.stdout and (out / "law.json").exists()
-    rep = run_cli("report", str(out))  # the sweep report: figures, fits (or why not), the runs
+    rep = cli_in_process("report", str(out))  # the sweep report: figures, fits (or why not), the runs
     assert rep.returncode == 0, rep.stderr
     page = (out / "report.html").read_text()
     assert all(name in page for name in index["run"]) and "against weight_decay" in page and "drawFigure" in page
@@ -147,7 +147,7 @@ def test_sweep_cli_index_info_and_member_runs(tmp_path):
         "--no-progress",
     )
     assert r.returncode == 0, r.stderr
-    law = run_cli("law", str(flat))
+    law = cli_in_process("law", str(flat))
     assert law.returncode == 2 and "no run grokked" in law.stderr and len(law.stderr.strip().splitlines()) == 1
     # the same sweep again: nothing to do, nothing changed
     before = (out / "index.csv").read_bytes()
@@ -169,20 +169,24 @@ def test_sweep_cli_bad_input_changes_nothing(tmp_path):
         ["--set", "task=mul", "--set", "p=12", "--grid", "seed=0:2"],  # non-prime p for mul
     ]
     for extra in cases:
-        r = run_cli(
+        r = cli_in_process(
             "sweep", *(tiny_flags("p") if "p=12" in extra else TINY_FLAGS), *extra, "--out", str(tmp_path / "new")
         )
         assert (
             r.returncode == 2 and r.stderr.startswith("interp: error:") and len(r.stderr.strip().splitlines()) == 1
         ), (extra, r.stderr)
         assert not (tmp_path / "new").exists()
-    other = run_cli("sweep", *TINY_FLAGS, "--grid", "seed=0:3", "--out", str(out))  # another sweep in the directory
+    other = cli_in_process(
+        "sweep", *TINY_FLAGS, "--grid", "seed=0:3", "--out", str(out)
+    )  # another sweep in the directory
     assert other.returncode == 2 and "holds another sweep" in other.stderr
-    changed = run_cli("sweep", *TINY_FLAGS, "--grid", "seed=5:7", "--resume", str(out))  # resume with another spec
+    changed = cli_in_process(
+        "sweep", *TINY_FLAGS, "--grid", "seed=5:7", "--resume", str(out)
+    )  # resume with another spec
     assert changed.returncode == 2 and "differs" in changed.stderr
     spec.write_text("[grid]\nseed = [0, 1\n")
-    assert run_cli("sweep", str(spec), "--out", str(tmp_path / "t")).returncode == 2
-    assert run_cli("sweep", "--resume", str(tmp_path)).returncode == 2  # not a sweep
+    assert cli_in_process("sweep", str(spec), "--out", str(tmp_path / "t")).returncode == 2
+    assert cli_in_process("sweep", "--resume", str(tmp_path)).returncode == 2  # not a sweep
     assert snapshot == {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
 
 
