@@ -62,6 +62,15 @@ def cli_in_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["interp", *args], code, out.getvalue(), err.getvalue())
 
 
+def one_line_error(r: subprocess.CompletedProcess, code: int | None = 2) -> str:
+    """The one stderr line ``interp: error: ...`` of a refused command (exit status ``code``; None: any
+    non-zero), asserting there is nothing else there: the README's promise for bad input."""
+    assert r.returncode == code if code is not None else r.returncode != 0, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interp: error: ") and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):
     """The `quick` preset trained once per session (p=31, groks in ~200 epochs)."""

@@ -1,7 +1,7 @@
 """Bad input through the real CLI: one line on stderr, non-zero exit, nothing saved is touched."""
 
 import pytest
-from conftest import TINY_CLI, cli_in_process, run_cli, tiny_config
+from conftest import TINY_CLI, cli_in_process, one_line_error, run_cli, tiny_config
 
 from interp.training.loop import train
 
@@ -42,9 +42,8 @@ def test_train_bad_input(tmp_path, args, needle):
 def test_bad_input_ends_a_real_process_with_status_2(tmp_path):
     """As above, through a new Python process: the exit status and the one line a shell sees."""
     for args, needle in ((["--p", "1"], "p must be an integer >= 2"), (["--bogus"], "unrecognized arguments: --bogus")):
-        r = run_cli("train", "--out", str(tmp_path / "x"), "--no-progress", *args)
-        assert r.returncode == 2 and needle in r.stderr and r.stderr.startswith("interp: error: ")
-        assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+        assert needle in one_line_error(run_cli("train", "--out", str(tmp_path / "x"), "--no-progress", *args))
+        assert not (tmp_path / "x").exists()
 
 
 def test_missing_run_directory(tmp_path):
@@ -112,13 +111,6 @@ def test_resume_may_extend_training_but_not_change_the_recipe(tmp_path):
     assert list(again.metrics()["epoch"]) == list(range(41))
 
 
-def _one_line(r, code=2):
-    assert r.returncode == code, (r.returncode, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("interp: error: ") and "Traceback" not in r.stderr, r.stderr
-    return lines[0]
-
-
 def _snapshot(path):
     return {p: p.read_bytes() for p in path.rglob("*") if p.is_file() and p.name not in (".lock", "training_log.jsonl")}
 
@@ -133,18 +125,20 @@ def test_version():
 def test_out_is_an_existing_file(tmp_path):
     f = tmp_path / "f"
     f.write_text("keep me")
-    line = _one_line(cli_in_process("train", "--out", str(f), "--p", "7", "--epochs", "2", "--no-progress"))
+    line = one_line_error(cli_in_process("train", "--out", str(f), "--p", "7", "--epochs", "2", "--no-progress"))
     assert "exists and is not a directory" in line and f.read_text() == "keep me"
 
 
 def test_unwritable_location(tmp_path):
     for out in ("/proc/interp-test/run", str(tmp_path / ("y" * 300) / "run")):
-        line = _one_line(cli_in_process("train", "--out", out, "--p", "7", "--epochs", "2", "--no-progress"))
+        line = one_line_error(cli_in_process("train", "--out", out, "--p", "7", "--epochs", "2", "--no-progress"))
         assert "cannot create" in line
 
 
 def test_names_cannot_escape(tmp_path):
-    line = _one_line(run_cli("train", "--run-name", "..", "--p", "7", "--epochs", "2", "--no-progress", cwd=tmp_path))
+    line = one_line_error(
+        run_cli("train", "--run-name", "..", "--p", "7", "--epochs", "2", "--no-progress", cwd=tmp_path)
+    )
     assert "run_name '..' is not a plain file name" in line
     src = tmp_path / "m.pt"
     import torch
@@ -156,7 +150,7 @@ def test_names_cannot_escape(tmp_path):
         Transformer(ModelConfig(p=7, d_model=8, n_heads=2, d_head=4, d_mlp=8)).init_weights(0.2, 0).state_dict(), src
     )
     (tmp_path / "work").mkdir()
-    line = _one_line(run_cli("import", str(src), "--name", "../../x", cwd=tmp_path / "work"))
+    line = one_line_error(run_cli("import", str(src), "--name", "../../x", cwd=tmp_path / "work"))
     assert "--name '../../x' is not a plain file name" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "work"] and not any((tmp_path / "work").iterdir())
 
@@ -173,7 +167,7 @@ def test_wrong_types_in_config_json(tmp_path):
         edited = {**raw, "config": {**raw["config"], field: bad}}
         (run.path / "config.json").write_text(json.dumps(edited))
         for cmd in (["info", str(run.path)], ["train", "--resume", str(run.path), "--no-progress"]):
-            line = _one_line(cli_in_process(*cmd))
+            line = one_line_error(cli_in_process(*cmd))
             assert "config.json" in line and needle in line
 
 
@@ -203,7 +197,7 @@ def test_compare_on_cuda_without_cuda(quick_run):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    line = _one_line(cli_in_process("compare", str(quick_run.path), str(quick_run.path), "--device", "cuda"))
+    line = one_line_error(cli_in_process("compare", str(quick_run.path), str(quick_run.path), "--device", "cuda"))
     assert "CUDA is not available" in line
 
 
@@ -219,7 +213,9 @@ def test_import_of_partial_or_odd_state_dicts(tmp_path):
     not_tensors = {**sd, "embed.W_E": [1, 2, 3]}
     for name, obj in (("partial", partial), ("odd", odd), ("lists", not_tensors), ("list", [1, 2])):
         torch.save(obj, tmp_path / f"{name}.pt")
-        line = _one_line(cli_in_process("import", str(tmp_path / f"{name}.pt"), "--out", str(tmp_path / f"o_{name}")))
+        line = one_line_error(
+            cli_in_process("import", str(tmp_path / f"{name}.pt"), "--out", str(tmp_path / f"o_{name}"))
+        )
         assert f"{name}.pt" in line
         assert not (tmp_path / f"o_{name}").exists()
 
@@ -227,13 +223,13 @@ def test_import_of_partial_or_odd_state_dicts(tmp_path):
 def test_resume_flags_are_never_ignored(tmp_path):
     run = train(tiny_config(epochs=20), tmp_path / "r", progress=False)
     before = _snapshot(run.path)
-    line = _one_line(cli_in_process("train", "--resume", str(run.path), "--preset", "quick", "--no-progress"))
+    line = one_line_error(cli_in_process("train", "--resume", str(run.path), "--preset", "quick", "--no-progress"))
     assert "drop --preset" in line
-    line = _one_line(
+    line = one_line_error(
         cli_in_process("train", "--resume", str(run.path), "--out", str(tmp_path / "other"), "--no-progress")
     )
     assert "drop --out" in line and not (tmp_path / "other").exists()
-    line = _one_line(cli_in_process("train", "--resume", str(run.path), "--epochs", "10", "--no-progress"))
+    line = one_line_error(cli_in_process("train", "--resume", str(run.path), "--epochs", "10", "--no-progress"))
     assert "--epochs 10 is below the 20 epochs already trained" in line
     base = [
         "train",
@@ -251,7 +247,7 @@ def test_resume_flags_are_never_ignored(tmp_path):
         "--lr",
         "0.003",
     ]
-    line = _one_line(cli_in_process(*base, "--epochs", "20", "--weight-decay", "0.5"))
+    line = one_line_error(cli_in_process(*base, "--epochs", "20", "--weight-decay", "0.5"))
     assert "another config (weight_decay: 1.0 -> 0.5)" in line
     assert _snapshot(run.path) == before
     r = run_cli(*base, "--epochs", "30")
@@ -269,7 +265,7 @@ def test_resume_that_fails_leaves_config_json_alone(tmp_path):
     raw[-3] ^= 0xFF
     ck.write_bytes(bytes(raw))
     before = _snapshot(run.path)
-    line = _one_line(cli_in_process("train", "--resume", str(run.path), "--epochs", "80", "--no-progress"))
+    line = one_line_error(cli_in_process("train", "--resume", str(run.path), "--epochs", "80", "--no-progress"))
     assert "epoch_000040.safetensors" in line and "checksum" in line
     assert _snapshot(run.path) == before
 
@@ -282,7 +278,7 @@ def test_edited_config_is_refused_naming_the_field(tmp_path):
     raw["config"]["weight_decay"] = 0.5
     (run.path / "config.json").write_text(json.dumps(raw))
     before = _snapshot(run.path)
-    line = _one_line(cli_in_process("train", "--resume", str(run.path), "--epochs", "40", "--no-progress"))
+    line = one_line_error(cli_in_process("train", "--resume", str(run.path), "--epochs", "40", "--no-progress"))
     assert "weight_decay: 1.0 -> 0.5" in line and "epoch_000020.safetensors" in line
     assert _snapshot(run.path) == before
 
@@ -293,9 +289,9 @@ def test_truncated_metrics_refuse_resume(tmp_path):
     lines = m.read_text().splitlines(keepends=True)
     m.write_text("".join(lines[:11]))  # rows 0..9 only; the resume point is epoch 20
     before = _snapshot(run.path)
-    line = _one_line(cli_in_process("train", "--resume", str(run.path), "--no-progress"))
+    line = one_line_error(cli_in_process("train", "--resume", str(run.path), "--no-progress"))
     assert "metrics.csv" in line and "before epoch 10" in line and "epoch 20" in line
     assert _snapshot(run.path) == before
     m.unlink()
-    line = _one_line(cli_in_process("train", "--resume", str(run.path), "--no-progress"))
+    line = one_line_error(cli_in_process("train", "--resume", str(run.path), "--no-progress"))
     assert "metrics.csv: missing" in line

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import cli_in_process, run_cli
+from conftest import cli_in_process, one_line_error, run_cli
 
 from interp.errors import InterpError
 from interp.theory.phase_diagram import (
@@ -126,9 +126,7 @@ def test_majority_per_cell_pools_seeds_and_flags_ties():
 
 
 def _one_line_error(r, needle: str) -> None:
-    assert r.returncode == 2, r.stdout
-    assert needle in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("interp: error: ")
+    assert needle in one_line_error(r), r.stderr
 
 
 def test_phases_cli_on_a_tiny_sweep_and_its_bad_input(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, cli_in_process, run_cli
+from conftest import REPO, cli_in_process, one_line_error, run_cli
 
 from interp.errors import InterpError
 from interp.store import Run, load_tensors
@@ -172,9 +172,7 @@ def test_sweep_cli_bad_input_changes_nothing(tmp_path):
         r = cli_in_process(
             "sweep", *(tiny_flags("p") if "p=12" in extra else TINY_FLAGS), *extra, "--out", str(tmp_path / "new")
         )
-        assert (
-            r.returncode == 2 and r.stderr.startswith("interp: error:") and len(r.stderr.strip().splitlines()) == 1
-        ), (extra, r.stderr)
+        one_line_error(r)
         assert not (tmp_path / "new").exists()
     other = cli_in_process(
         "sweep", *TINY_FLAGS, "--grid", "seed=0:3", "--out", str(out)
