@@ -222,6 +222,56 @@ def _check_members_round_alike():
                 assert all(torch.equal(grads[n][r], one_grads[n][0]) for n in grads), (p, r)
 
 
+def test_padded_logits_axis_changes_no_bit():
+    """The fast path carries the logits' axis in whole blocks of 16 columns (``fast.VOCAB_BLOCK``)
+    for speed; at the trainer's sizes (p >= 16, hundreds of rows) the logits, losses and every
+    parameter gradient must come out bit for bit as without padding, so runs trained before the
+    padding are reproduced exactly. Two members with different training-set sizes (padded batch).
+    In a fresh process set up as the trainer's (see ``test_members_round_exactly_as_they_do_alone``)."""
+    code = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from interp.numerics import flush_subnormals, retain_freed_memory\n"
+        "flush_subnormals(); retain_freed_memory()\n"
+        "from test_model import _check_padding_changes_no_bit; _check_padding_changes_no_bit()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _check_padding_changes_no_bit():
+    from interp.analysis.losses import run_loss_and_accuracy
+    from interp.model import fast
+    from interp.tasks import labels, make_split
+    from interp.training.loop import build_model
+
+    for shape in (
+        dict(p=31, d_model=32, n_heads=2, d_head=16, d_mlp=64),
+        dict(p=59, d_model=64, n_heads=4, d_head=16, d_mlp=256),
+    ):
+        cfgs = [TrainConfig(seed=s, data_seed=s, frac_train=f, **shape) for s, f in ((0, 0.5), (1, 0.4))]
+        cfg = cfgs[0].model_config()
+        splits = [make_split(c.p, c.frac_train, c.data_seed).train for c in cfgs]
+        lengths = [len(s) for s in splits]
+        idx = torch.stack([torch.cat([s, s[: lengths[0] - len(s)]]) for s in splits])  # padded to the longest
+        a, b, y = idx // cfg.p, idx % cfg.p, labels(cfg.task, cfg.p)[idx]
+        params = stack_params([build_model(c) for c in cfgs])
+
+        def run(block):
+            fast.VOCAB_BLOCK = block
+            P = {n: t.detach().clone().requires_grad_(True) for n, t in params.items()}
+            logits = fast.eq_logits(P, cfg, a, b, lengths)
+            loss, _ = run_loss_and_accuracy(logits, y, lengths)
+            loss.sum().backward()
+            return logits.detach(), loss.detach(), {n: t.grad for n, t in P.items()}
+
+        try:
+            (l1, s1, g1), (l16, s16, g16) = run(1), run(16)
+        finally:
+            fast.VOCAB_BLOCK = 16
+        assert l16.shape == l1.shape and torch.equal(l16, l1) and torch.equal(s16, s1), shape
+        assert all(torch.equal(g16[n], g1[n]) for n in g1), [n for n in g1 if not torch.equal(g16[n], g1[n])]
+
+
 def test_hooks_and_weight_layout():
     cfg = ModelConfig(p=7, d_model=12, n_heads=3, d_head=4, d_mlp=20)
     m = Transformer(cfg).init_weights(0.3, 0)

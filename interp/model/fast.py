@@ -37,6 +37,10 @@ from interp.numerics import warm_up_vector_math
 Params = dict[str, Tensor]  # TransformerLens parameter name -> [R, ...]
 
 
+# the logits' axis is carried this many columns at a time through the batch-sized products (``_eq_forward``)
+VOCAB_BLOCK = 16
+
+
 def run_params(model) -> Params:
     """The parameters of one model as an R = 1 stack (views: gradients reach the model)."""
     return {name: prm.unsqueeze(0) for name, prm in model.named_parameters()}
@@ -99,10 +103,14 @@ class _MixedTableRows(torch.autograd.Function):
     its three rows sum to 1 (a softmax), so this adds C_k to every output without a pass over the
     [R, B, n_k] outputs, forward or backward. The grouping of rows that the backward needs is
     cached with the rows (``_TableRowsCache``): the trainer's train pairs are the same every epoch.
+
+    ``wide2`` (optional, >= n2): the second output's width, its columns past n2 zero (the logits'
+    axis in whole blocks, ``_eq_forward``); its gradient g2 then has that width too, and everything
+    whose value for a column depends on the width (the column sums of gC2) runs at n2.
     """
 
     @staticmethod
-    def forward(ctx, V, N1, N2, w, rows, C1=None, C2=None):
+    def forward(ctx, V, N1, N2, w, rows, C1=None, C2=None, wide2=None):
         R, H, T, E = V.shape
         B = w.shape[1]
         flat_rows, flat_w = rows.reshape(R * B, -1), w.reshape(R * B, -1)
@@ -113,10 +121,13 @@ class _MixedTableRows(torch.autograd.Function):
             if C is not None:
                 # each head's three weights sum to 1, so C / H on every row of every head adds C
                 table = table.view(R, H, T, -1).add_(C[:, None, None] / H).view(R * H, T, -1)
+            if N is N2 and wide2 is not None and wide2 > table.shape[-1]:
+                table = F.pad(table, (0, wide2 - table.shape[-1]))  # zero columns: see ``_eq_forward``
             # [R * B, n]: a view to [R, B, n] here would forbid the in-place use of the logits' part
             outs.append(F.embedding_bag(flat_rows, table.reshape(R * H * T, -1), per_sample_weights=flat_w, mode="sum"))
         ctx.save_for_backward(V, N1, N2, w, rows, C1, C2)
         ctx.constants = (C1 is not None, C2 is not None)
+        ctx.wide2 = outs[1].shape[-1]
         return outs[0], outs[1]
 
     @staticmethod
@@ -126,25 +137,30 @@ class _MixedTableRows(torch.autograd.Function):
         _, B, _, S = w.shape
         g1, g2 = g1.contiguous().view(R, B, -1), g2.contiguous().view(R, B, -1)
         gV = gN1 = gN2 = gw = gC1 = gC2 = None
+        n2, wide2 = N2.shape[-1], ctx.wide2  # g2 and the second tables carry wide2 - n2 zero columns
         if ctx.needs_input_grad[3]:
             # dL/dw[r,i,h,s] = sum_k g_k[r,i] . (table_k[r, h, t] + C_k[r] / H). One product gives, per input,
             # the gradient in each head's d_head space (for the a and b rows, gathered next), the '=' row's
             # full term (the same row for every input, s = 2) and the constants' share of every row.
             eq = V[:, :, T - 1]  # [R, H, E]: the '=' source row of each head
-            cols = []
+            cols, n_cols = [], H * E + H + 1
             for N, C in ((N1, C1), (N2, C2)):
                 n = N.shape[-1]
                 eq_row = row_product(eq, N)  # [R, H, n]: table_k's '=' rows without the constant
                 const = C[:, None] / H if C is not None else N.new_zeros(R, 1, n)
-                cols.append(torch.cat([N.reshape(R, H * E, n), eq_row + const, const], 1).transpose(1, 2))
-            gzx = torch.baddbmm(torch.bmm(g1, cols[0]), g2, cols[1])  # [R, B, H E + H + 1]
+                col = torch.cat([N.reshape(R, H * E, n), eq_row + const, const], 1)
+                # zero rows and columns to whole blocks of 16: as for the logits (``_eq_forward``), a
+                # product's real entries come out the same and MKL runs whole blocks faster
+                col = F.pad(col, (0, (wide2 if N is N2 else n) - n, 0, -n_cols % VOCAB_BLOCK))
+                cols.append(col.transpose(1, 2))
+            gzx = torch.baddbmm(torch.bmm(g1, cols[0]), g2, cols[1])  # [R, B, H E + H + 1 (+ zeros)]
             gz = gzx[..., : H * E].view(R, B, H, E)
             flat_V, by_source = V.reshape(R * H * T, E), rows.view(R, B, H, S)
             gw = torch.empty_like(w)
             for s in range(2):  # a, b: one product each (a broadcast over both is 2-3x slower)
                 Vs = flat_V.index_select(0, by_source[..., s].reshape(-1)).view(R, B, H, E)
                 torch.sum(Vs.mul_(gz), -1, out=gw[..., s])
-            gw[..., :2] += gzx[..., -1:, None]
+            gw[..., :2] += gzx[..., n_cols - 1 : n_cols, None]
             gw[..., 2] = gzx[..., H * E : H * E + H]
         if any(ctx.needs_input_grad[:3]) or any(ctx.needs_input_grad[5:]):
             perm, bag_offsets, batch_index = _ROWS.grouping(rows, R * H * T, H * S)
@@ -155,7 +171,7 @@ class _MixedTableRows(torch.autograd.Function):
                 ).view(R * H, T, -1)
                 for g in (g1, g2)
             ]
-            N1b, N2b = N1.reshape(R * H, E, -1), N2.reshape(R * H, E, -1)
+            N1b, N2b = N1.reshape(R * H, E, -1), F.pad(N2.reshape(R * H, E, -1), (0, wide2 - n2))
             if ctx.needs_input_grad[0]:
                 # d_head columns padded to a multiple of 16: with 8, MKL rounded this product by each
                 # member's offset in memory (AMD EPYC, AVX-512); whole 16-float rows round alike everywhere
@@ -165,12 +181,12 @@ class _MixedTableRows(torch.autograd.Function):
                 gV = gV[..., :E].reshape(R, H, T, E)
             Vt = V.reshape(R * H, T, E).transpose(1, 2)
             gN1 = torch.bmm(Vt, g_tables[0]).view(N1.shape) if ctx.needs_input_grad[1] else None
-            gN2 = torch.bmm(Vt, g_tables[1]).view(N2.shape) if ctx.needs_input_grad[2] else None
+            gN2 = torch.bmm(Vt, g_tables[1])[..., :n2].reshape(N2.shape) if ctx.needs_input_grad[2] else None
             if ctx.constants[0] and ctx.needs_input_grad[5]:
                 gC1 = g_tables[0].view(R, H * T, -1).sum(1) / H
             if ctx.constants[1] and ctx.needs_input_grad[6]:
-                gC2 = g_tables[1].view(R, H * T, -1).sum(1) / H
-        return gV, gN1, gN2, gw, None, gC1, gC2
+                gC2 = g_tables[1].view(R, H * T, -1)[..., :n2].contiguous().sum(1) / H
+        return gV, gN1, gN2, gw, None, gC1, gC2, None
 
 
 class _SoftmaxOfThree(torch.autograd.Function):
@@ -204,14 +220,20 @@ class _PrefixBatchedLinear(torch.autograd.Function):
     matrix product over a longer, zero-padded batch rounds differently, so each group of runs with
     one length ``n`` takes its gradient from its first ``n`` rows: a padded run then trains exactly
     as it would alone. ``lengths``: rows per run (None: all rows count).
+
+    ``C`` may be wider than ``W`` (the logits' axis in whole blocks, ``_eq_forward``): ``W`` is then
+    padded with zero columns, and its gradient is returned at its own width.
     """
 
     @staticmethod
     def forward(ctx, C, x, W, lengths):
+        n = W.shape[-1]
+        C3 = C.view(x.shape[0], x.shape[1], -1)
+        W = F.pad(W, (0, C3.shape[-1] - n))  # C may be wider than W: zero columns (``_eq_forward``)
         ctx.save_for_backward(x, W)
-        ctx.lengths = lengths
+        ctx.lengths, ctx.n = lengths, n
         ctx.mark_dirty(C)
-        C.view(x.shape[0], x.shape[1], -1).baddbmm_(x, W)
+        C3.baddbmm_(x, W)
         return C
 
     @staticmethod
@@ -232,6 +254,8 @@ class _PrefixBatchedLinear(torch.autograd.Function):
                 for n, runs in groups.items():  # one product per distinct length, not per run
                     idx = torch.tensor(runs, device=x.device)
                     gW[idx] = torch.bmm(x[idx, :n].transpose(1, 2), g[idx, :n])
+            if gW.shape[-1] > ctx.n:
+                gW = gW[..., : ctx.n].contiguous()
         return g_flat, gx, gW, None
 
 
@@ -371,7 +395,17 @@ def _eq_forward(P: Params, cfg: ModelConfig, a, b, resid: bool = False, lengths=
     c = t.resid_const[:, None]  # [R, 1, D]
     const_in = P[mlp + "b_in"] + row_product(t.resid_const, W_in)
     logit_const = P["unembed.b_U"] + row_product(t.resid_const + P[mlp + "b_out"], W_U)
-    mixed_in, mixed_logits = _MixedTableRows.apply(t.values, to_mlp, to_logits, pattern, rows, const_in, logit_const)
+    # the logits' axis is carried padded with zero columns to a multiple of 16 through the
+    # batch-sized products and sliced for the loss. MKL multiplied [1392, 256] x [256, 64] in half the
+    # time of x [256, 59] here (AVX-512: 16 floats a register; the whole ensemble step: 4-7% faster),
+    # and for p >= 16 the real columns come out bit-identical (tests/test_model.py), so runs trained
+    # before the padding are reproduced exactly. Whatever rounds by the width it is vectorised over
+    # (column sums) runs at width p. Below p = 16 the products are now 16 wide and round differently.
+    n_out = W_U.shape[-1]
+    wide = n_out + (-n_out % VOCAB_BLOCK)
+    mixed_in, mixed_logits = _MixedTableRows.apply(
+        t.values, to_mlp, to_logits, pattern, rows, const_in, logit_const, wide
+    )
     R, B = a.shape
     # ReLU in place on the mixed MLP input, which nothing reads again (its backward keeps the output):
     # one [R B, d_mlp] tensor fewer per pass (small R = 16: 1.5-7% per epoch). On the Function's
@@ -379,7 +413,7 @@ def _eq_forward(P: Params, cfg: ModelConfig, a, b, resid: bool = False, lengths=
     act = F.relu_ if cfg.act_fn == "relu" else activation(cfg.act_fn)
     post = act(mixed_in).view(R, B, -1)
     W_L = torch.bmm(P[mlp + "W_out"], W_U)
-    logits = _PrefixBatchedLinear.apply(mixed_logits, post, W_L, lengths).view(R, B, -1)
+    logits = _PrefixBatchedLinear.apply(mixed_logits, post, W_L, lengths).view(R, B, -1)[..., :n_out]
     if not resid:
         return post, logits, None
     # the residual stream after the MLP: constant + mixed values through W_O + MLP output
@@ -410,7 +444,8 @@ def eq_activations(
     P: Params, cfg: ModelConfig, a: Int[Tensor, "run batch"], b: Int[Tensor, "run batch"], resid: bool = False
 ) -> EqActivations:
     """MLP activations, logits and optionally the final residual stream at '=' (evaluation)."""
-    return EqActivations(*_eq_forward(P, cfg, a, b, resid))
+    post, logits, res = _eq_forward(P, cfg, a, b, resid)
+    return EqActivations(post, logits.contiguous(), res)
 
 
 def all_operands(p: int, device="cpu") -> tuple[Int[Tensor, "pairs"], Int[Tensor, "pairs"]]:
