@@ -35,18 +35,63 @@ def retain_freed_memory() -> None:
 
 
 def flush_subnormals() -> None:
-    """Compute with subnormal floats (|x| < 1.2e-38 in float32) flushed to zero (FTZ/DAZ).
+    """Compute with subnormal floats (|x| < 1.2e-38 in float32) flushed to zero (FTZ/DAZ), on
+    every thread that runs torch's CPU work.
 
     Late in training, once the loss is ~1e-7, gradients and activations produce subnormal
     numbers, which x86 CPUs handle hundreds of times slower than normal ones: measured here, the
     canonical step went from 30 ms at epoch 0 to 59 ms at epoch 23,400 (2 threads), and back to
     29 ms with subnormals flushed. Flushing changes only values below 1.2e-38 (Adam's eps is
-    1e-8). The setting is per thread and worker threads copy it when they start, so it must be
-    set before torch's thread pool exists: the trainer sets it before its first tensor operation,
-    which covers ``interp train`` and ``interp sweep``; in a Python session that already ran
-    parallel torch operations only the main thread flushes. Called by the trainer only.
+    1e-8). The setting is per thread: ``torch.set_flush_denormal`` sets it on the calling thread,
+    and threads started later copy it, but in a Python session that already ran parallel torch
+    work the pool's threads exist and would keep computing with subnormals, so each half of a
+    parallel operation would round its own way (an ensemble member then differed from its single
+    run in the last bit). The setting is therefore also made on every thread of the pool
+    (``_on_every_pool_thread``). Called by the trainer before its first tensor operation.
     """
     torch.set_flush_denormal(True)
+    _on_every_pool_thread(lambda: torch.set_flush_denormal(True))
+
+
+def _on_every_pool_thread(fn) -> bool:
+    """Run ``fn()`` once on each thread of torch's OpenMP pool (the calling thread included).
+
+    Opens one OpenMP parallel region of ``torch.get_num_threads()`` threads through the GNU
+    OpenMP runtime that torch's CPU build ships (``torch/lib/libgomp*``) and runs ``fn`` in each:
+    OpenMP keeps those threads for later regions, which are the ones torch's and MKL's parallel
+    kernels run on. Returns False, doing nothing, where torch has no such runtime (other builds,
+    other platforms): there only threads started afterwards are covered.
+    """
+    import ctypes
+    import glob
+    import os
+
+    libs = sorted(glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp*.so*")))
+    if not libs:
+        return False
+    if torch.get_num_threads() < 2:
+        fn()
+        return True
+    try:
+        gomp = ctypes.CDLL(libs[0])  # already loaded by torch: the same runtime and pool
+        region = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+        gomp.GOMP_parallel.argtypes = [region, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        gomp.GOMP_parallel.restype = None
+    except (OSError, AttributeError):
+        return False
+    errors = []
+
+    def each(_):
+        try:
+            fn()
+        except Exception as e:  # an exception must not cross the C frames of the region
+            errors.append(e)
+
+    callback = region(each)  # kept referenced until the region has returned
+    gomp.GOMP_parallel(callback, None, torch.get_num_threads(), 0)
+    if errors:
+        raise errors[0]
+    return True
 
 
 # The element-wise functions PyTorch hands to MKL's vector math library (VML) on x86, in both

@@ -176,8 +176,9 @@ def test_members_round_exactly_as_they_do_alone():
     which MKL rounded by offset on an AMD EPYC with AVX-512 until they were padded (``_bmm_wide``).
 
     In a fresh process set up as the trainer's (subnormals flushed before torch's thread pool
-    starts): where only the main thread flushes (a session that ran parallel work first, as this
-    pytest process has), MKL rounded some products differently on the two threads on that CPU."""
+    starts). Where only the calling thread flushed (a session that ran parallel work first), the
+    worker's half of a product kept its subnormals and members differed (p = 31, 3 of 3 runs); that
+    case is ``test_numerics.py::test_subnormals_are_flushed_on_every_thread_of_a_pool_that_already_runs``."""
     code = (
         "import sys; sys.path.insert(0, 'tests')\n"
         "from interp.numerics import flush_subnormals, retain_freed_memory\n"
