@@ -380,6 +380,7 @@ def eq_logits(
 
     ``lengths``: when runs' batches are padded, how many leading rows of each are real (the rest
     must get zero gradient, e.g. by a loss mask); gradients then equal those of the unpadded batches.
+    The result is a view of the first p columns of a wider buffer (``VOCAB_BLOCK``), not contiguous.
     """
     return _eq_forward(P, cfg, a, b, lengths=lengths)[1]
 
@@ -456,7 +457,7 @@ def all_operands(p: int, device="cpu") -> tuple[Int[Tensor, "pairs"], Int[Tensor
 
 def last_position_logits(model, a: Int[Tensor, "batch"], b: Int[Tensor, "batch"]) -> Float[Tensor, "batch d_vocab_out"]:
     """Logits at '=' for inputs ``[a, b, =]`` of one model (``model(tokens)[:, -1]``), differentiable."""
-    return eq_logits(run_params(model), model.cfg, a[None], b[None])[0]
+    return eq_logits(run_params(model), model.cfg, a[None], b[None])[0].contiguous()
 
 
 @torch.no_grad()
