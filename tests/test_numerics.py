@@ -1,5 +1,6 @@
 """Process-wide numerical set-up (interp.numerics)."""
 
+import platform
 import subprocess
 import sys
 
@@ -31,6 +32,7 @@ assert warm_up.cache_info().misses == 1, warm_up.cache_info()
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="FTZ/DAZ are x86 settings")
 def test_subnormals_are_flushed_on_every_thread_of_a_pool_that_already_runs():
     """A Python session that ran parallel torch work before training (a notebook): the pool's
     threads already exist, and setting FTZ on the calling thread alone left the worker's half of a
