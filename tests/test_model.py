@@ -179,11 +179,17 @@ def test_members_round_exactly_as_they_do_alone():
     starts). Where only the calling thread flushed (a session that ran parallel work first), the
     worker's half of a product kept its subnormals and members differed (p = 31, 3 of 3 runs); that
     case is ``test_numerics.py::test_subnormals_are_flushed_on_every_thread_of_a_pool_that_already_runs``."""
+    _in_a_trainer_process("_check_members_round_alike")
+
+
+def _in_a_trainer_process(check: str) -> None:
+    """Run ``test_model.<check>()`` in a fresh process set up as the trainer's (subnormals flushed
+    before torch's thread pool starts, freed memory retained); it must exit cleanly."""
     code = (
         "import sys; sys.path.insert(0, 'tests')\n"
         "from interp.numerics import flush_subnormals, retain_freed_memory\n"
         "flush_subnormals(); retain_freed_memory()\n"
-        "from test_model import _check_members_round_alike; _check_members_round_alike()\n"
+        f"import test_model; test_model.{check}()\n"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -229,14 +235,7 @@ def test_padded_logits_axis_changes_no_bit():
     parameter gradient must come out bit for bit as without padding, so runs trained before the
     padding are reproduced exactly. Two members with different training-set sizes (padded batch).
     In a fresh process set up as the trainer's (see ``test_members_round_exactly_as_they_do_alone``)."""
-    code = (
-        "import sys; sys.path.insert(0, 'tests')\n"
-        "from interp.numerics import flush_subnormals, retain_freed_memory\n"
-        "flush_subnormals(); retain_freed_memory()\n"
-        "from test_model import _check_padding_changes_no_bit; _check_padding_changes_no_bit()\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    _in_a_trainer_process("_check_padding_changes_no_bit")
 
 
 def _check_padding_changes_no_bit():

@@ -41,6 +41,16 @@ Params = dict[str, Tensor]  # TransformerLens parameter name -> [R, ...]
 VOCAB_BLOCK = 16
 
 
+def _whole_blocks(n: int) -> int:
+    """``n`` rounded up to a multiple of ``VOCAB_BLOCK``."""
+    return n + (-n % VOCAB_BLOCK)
+
+
+def _widen(x: Tensor, n: int) -> Tensor:
+    """``x`` with zero columns appended to ``n`` on its last axis (``x`` itself when already that wide)."""
+    return F.pad(x, (0, n - x.shape[-1])) if n > x.shape[-1] else x
+
+
 def run_params(model) -> Params:
     """The parameters of one model as an R = 1 stack (views: gradients reach the model)."""
     return {name: prm.unsqueeze(0) for name, prm in model.named_parameters()}
@@ -121,8 +131,8 @@ class _MixedTableRows(torch.autograd.Function):
             if C is not None:
                 # each head's three weights sum to 1, so C / H on every row of every head adds C
                 table = table.view(R, H, T, -1).add_(C[:, None, None] / H).view(R * H, T, -1)
-            if N is N2 and wide2 is not None and wide2 > table.shape[-1]:
-                table = F.pad(table, (0, wide2 - table.shape[-1]))  # zero columns: see ``_eq_forward``
+            if N is N2 and wide2 is not None:
+                table = _widen(table, wide2)  # zero columns: see ``_eq_forward``
             # [R * B, n]: a view to [R, B, n] here would forbid the in-place use of the logits' part
             outs.append(F.embedding_bag(flat_rows, table.reshape(R * H * T, -1), per_sample_weights=flat_w, mode="sum"))
         ctx.save_for_backward(V, N1, N2, w, rows, C1, C2)
@@ -151,7 +161,7 @@ class _MixedTableRows(torch.autograd.Function):
                 col = torch.cat([N.reshape(R, H * E, n), eq_row + const, const], 1)
                 # zero rows and columns to whole blocks of 16: as for the logits (``_eq_forward``), a
                 # product's real entries come out the same and MKL runs whole blocks faster
-                col = F.pad(col, (0, (wide2 if N is N2 else n) - n, 0, -n_cols % VOCAB_BLOCK))
+                col = F.pad(col, (0, (wide2 if N is N2 else n) - n, 0, _whole_blocks(n_cols) - n_cols))
                 cols.append(col.transpose(1, 2))
             gzx = torch.baddbmm(torch.bmm(g1, cols[0]), g2, cols[1])  # [R, B, H E + H + 1 (+ zeros)]
             gz = gzx[..., : H * E].view(R, B, H, E)
@@ -171,7 +181,7 @@ class _MixedTableRows(torch.autograd.Function):
                 ).view(R * H, T, -1)
                 for g in (g1, g2)
             ]
-            N1b, N2b = N1.reshape(R * H, E, -1), F.pad(N2.reshape(R * H, E, -1), (0, wide2 - n2))
+            N1b, N2b = N1.reshape(R * H, E, -1), _widen(N2.reshape(R * H, E, -1), wide2)
             if ctx.needs_input_grad[0]:
                 # d_head columns padded to a multiple of 16: with 8, MKL rounded this product by each
                 # member's offset in memory (AMD EPYC, AVX-512); whole 16-float rows round alike everywhere
@@ -229,7 +239,7 @@ class _PrefixBatchedLinear(torch.autograd.Function):
     def forward(ctx, C, x, W, lengths):
         n = W.shape[-1]
         C3 = C.view(x.shape[0], x.shape[1], -1)
-        W = F.pad(W, (0, C3.shape[-1] - n))  # C may be wider than W: zero columns (``_eq_forward``)
+        W = _widen(W, C3.shape[-1])  # C may be wider than W: zero columns (``_eq_forward``)
         ctx.save_for_backward(x, W)
         ctx.lengths, ctx.n = lengths, n
         ctx.mark_dirty(C)
@@ -403,9 +413,8 @@ def _eq_forward(P: Params, cfg: ModelConfig, a, b, resid: bool = False, lengths=
     # before the padding are reproduced exactly. Whatever rounds by the width it is vectorised over
     # (column sums) runs at width p. Below p = 16 the products are now 16 wide and round differently.
     n_out = W_U.shape[-1]
-    wide = n_out + (-n_out % VOCAB_BLOCK)
     mixed_in, mixed_logits = _MixedTableRows.apply(
-        t.values, to_mlp, to_logits, pattern, rows, const_in, logit_const, wide
+        t.values, to_mlp, to_logits, pattern, rows, const_in, logit_const, _whole_blocks(n_out)
     )
     R, B = a.shape
     # ReLU in place on the mixed MLP input, which nothing reads again (its backward keeps the output):
