@@ -232,3 +232,48 @@ def test_legacy_fixture_key_frequencies_and_losses(fixture_path):
     for k, v in expected.items():
         assert pm.excluded_loss_per_freq[k] == pytest.approx(v, rel=0.05)
     assert pm.excluded_loss > 10
+
+
+def test_interference_margin_closed_forms():
+    # one frequency k: the nearest rival sits where k d = +-1 (mod n), 1 - cos(2 pi / n) below the peak,
+    # and the RMS of a cosine over a whole period is sqrt(1/2)
+    n, k = 113, 41
+    m = ms.interference_margin(n, [k])
+    d = min(x for x in range(1, n) if (k * x) % n in (1, n - 1))
+    assert m.rival == d == 11
+    assert m.gap == pytest.approx((1 - math.cos(2 * math.pi / n)) / math.sqrt(0.5), rel=1e-12)
+    # {41, 54}: 41 * 44 = -4 and 54 * 44 = 3 (mod 113), so d = 44 nearly ties with d = 0; two unit
+    # cosines have RMS 1
+    two = ms.interference_margin(n, [41, 54])
+    assert (41 * 44) % n == n - 4 and (54 * 44) % n == 3
+    assert two.rival == 44
+    assert two.gap == pytest.approx(2 - math.cos(2 * math.pi * 4 / n) - math.cos(2 * math.pi * 3 / n), rel=1e-12)
+    assert ms.interference_margin(n, [8, 19, 41, 54]).gap > 20 * two.gap
+    # a zero amplitude is the same as leaving that frequency out
+    alpha = torch.zeros(n // 2 + 1, dtype=torch.float64)
+    alpha[41], alpha[54] = 3.0, 0.0
+    scaled = ms.interference_margin(n, [41, 54], alpha)
+    assert scaled.rival == m.rival and scaled.gap == pytest.approx(m.gap, rel=1e-12)
+
+
+def test_interference_margin_is_the_margin_of_ideal_logits():
+    # logits sum_k alpha_k cos(w_k (a + b - c)): every input's margin is gap x the logits' RMS over outputs
+    n, freqs, amps = 31, [3, 7], [5.0, 2.0]
+    L = fourier_logits(n, freqs, amps)
+    y = (torch.arange(n)[:, None] + torch.arange(n)[None, :]) % n
+    margins = ms.logit_margins(L.reshape(n * n, n), y.reshape(-1))
+    rms = L.reshape(n * n, n).square().mean(-1).sqrt()
+    m = ms.interference_margin(n, freqs, ms.cos_coefficients(L))
+    torch.testing.assert_close(margins / rms, torch.full_like(margins, m.gap), rtol=1e-9, atol=0)
+    # the rival output is c = a + b - d
+    rival = (L.reshape(n * n, n).scatter(-1, y.reshape(-1, 1), float("-inf"))).argmax(-1)
+    assert set(((y.reshape(-1) - rival) % n).tolist()) <= {m.rival, n - m.rival}
+
+
+def test_logit_margins_and_bad_frequencies():
+    logits = torch.tensor([[1.0, 3.0, 2.0], [5.0, 5.0, 0.0]])
+    assert ms.logit_margins(logits, torch.tensor([1, 0])).tolist() == [1.0, 0.0]
+    with pytest.raises(InterpError, match="out of range"):
+        ms.interference_margin(31, [16])
+    with pytest.raises(InterpError, match="at least one"):
+        ms.interference_margin(31, [])

@@ -15,6 +15,8 @@ Measures, in the papers' words:
 * ``gini`` of the Fourier-component norms of W_E and W_L (Hurley & Rickard 2009).
 * ``sum_squared_weights`` (total and per parameter).
 * ``cos_coefficients``: the amplitude of each cos(w_k(a+b-c)) term in the logits.
+* ``logit_margins`` and ``interference_margin``: each input's margin, and the margin a set of key
+  frequencies allows relative to the logits' scale (their near-agreement at some d != 0).
 * train / test loss and accuracy (``interp.analysis.losses``; a run's analysis reads them from the
   trainer's metrics instead).
 
@@ -62,6 +64,7 @@ from interp.analysis.fourier import (
     frequency_rows,
 )
 from interp.analysis.losses import correct, cross_entropy
+from interp.errors import InterpError
 from interp.model.fast import eq_activations, run_params
 from interp.tasks import Split, labels
 
@@ -590,6 +593,47 @@ def cos_fve(logits: Float[Tensor, "n n n"], freqs: Sequence[int], alpha: Optiona
 def cos_coefficients(logits: Float[Tensor, "n n n"]) -> Float[Tensor, "k1"]:
     """alpha_k of every frequency for group-ordered logits [n, n, n] (see ``cos_coefficients_from_sums``)."""
     return cos_coefficients_from_sums(anti_diagonal_sums(logits))
+
+
+def logit_margins(logits: Float[Tensor, "N c"], target: Int[Tensor, "N"]) -> Float[Tensor, "N"]:
+    """Each input's margin: its target's logit minus the largest other logit (> 0: correct, unique)."""
+    right = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    others = logits.scatter(-1, target.unsqueeze(-1), float("-inf"))
+    return right - others.amax(-1)
+
+
+@dataclass(frozen=True)
+class InterferenceMargin:
+    """How far the correct output stands above its nearest rival in idealised logits (``interference_margin``)."""
+
+    gap: float  # (l(0) - max_{d != 0} l(d)) / RMS over d of l
+    rival: int  # that largest d in 1..n//2 (outputs c = (a + b) -+ d in group coordinates tie with it)
+
+
+def interference_margin(n: int, freqs: Sequence[int], alpha: Optional[Tensor] = None) -> InterferenceMargin:
+    """The margin a set of key frequencies allows, relative to the logits' scale.
+
+    In Nanda et al. 2023's algorithm (§4) the logit of output c is l(d) = sum_k alpha_k cos(w_k d),
+    w_k = 2 pi k / n, d = (a + b) - c: every term peaks at the correct output d = 0 (constructive
+    interference). Few frequencies can nearly agree at some d != 0 as well: {41, 54} at n = 113 reach
+    1.98 of their 2.0 at d = 44 (41 * 44 = -4 and 54 * 44 = 3 mod 113), a gap of 0.038 of the logits'
+    RMS, where {9, 18, 53} give 0.25 and the canonical run's {8, 19, 41, 54} 0.79. A model whose logits
+    have a given scale (bounded by its weight norm) then has margins of about ``gap`` times that
+    scale, which bounds its loss from below. ``alpha``: amplitudes indexed by frequency, e.g.
+    ``cos_coefficients`` of a model's logits (default 1 for each of ``freqs``).
+    """
+    ks = check_frequencies(n, freqs, "interference_margin")
+    if not ks:
+        raise InterpError("interference_margin needs at least one frequency")
+    w = torch.ones(len(ks), dtype=torch.float64) if alpha is None else alpha.double()[ks]
+    d = torch.arange(n, dtype=torch.float64)
+    ideal = (w[:, None] * torch.cos(2 * math.pi * torch.tensor(ks, dtype=torch.float64)[:, None] * d / n)).sum(0)
+    rms = float(ideal.square().mean().sqrt())
+    if rms == 0:
+        raise InterpError("interference_margin: every amplitude is zero")
+    # l(d) = l(n - d) (cosines are even), so the rival is looked for in 1..n//2 only, where rounding cannot pick
+    rival = int(ideal[1 : n // 2 + 1].argmax()) + 1
+    return InterferenceMargin(gap=float(ideal[0] - ideal[rival]) / rms, rival=rival)
 
 
 # ----------------------------------------------------------------------------- everything at once
