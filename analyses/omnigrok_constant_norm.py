@@ -21,6 +21,13 @@ gap T_grok - T_mem at least 5x smaller than the baseline's.
 Writes analyses/results/omnigrok_constant_norm.{md,json} and omnigrok_constant_norm.html.
 
     python analyses/omnigrok_constant_norm.py [--epochs 15000] [--alpha 0.8]
+    python analyses/omnigrok_constant_norm.py --margins RUN [RUN ...]
+
+``--margins`` trains nothing: for the last checkpoint of each run it prints the key frequencies,
+their amplitudes in the logits, the margin they allow relative to the logits' scale
+(``interp.analysis.measures.interference_margin``), the margins the model has on its training
+pairs in the same units, and the rival outputs nearest to the correct one: why a constant-norm
+fit can stall at a high train loss (the reading in the results file).
 """
 
 from __future__ import annotations
@@ -30,9 +37,72 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
+from interp.analysis.fourier import frame
+from interp.analysis.measures import (
+    cos_coefficients,
+    group_logits,
+    interference_margin,
+    key_frequencies,
+    logit_margins,
+    model_neuron_clusters,
+)
+from interp.model.fast import all_logits
 from interp.store import SWEEP_RUNS_DIR, Run
+from interp.tasks import labels
 from interp.theory.weight_norm import norm_trajectory
 from interp.training.sweep import SweepSpec, run_sweep
+
+
+def margins(path: str) -> dict:
+    """A run's last checkpoint: key frequencies, their amplitudes in the logits, the interference margin they
+    allow (unit amplitudes, and the model's), the model's train margins over its logits' RMS, and the shares
+    of train pairs whose nearest rival output is c = answer - d (add and sub; None otherwise)."""
+    run = Run.open(path)
+    cfg, epoch = run.config, run.checkpoint_epochs()[-1]
+    model = run.load_model(epoch)
+    logits = all_logits(model)
+    out = {"run": str(path), "epoch": epoch, "keys": key_frequencies(model_neuron_clusters(model))}
+    if not out["keys"]:
+        return out
+    alpha = cos_coefficients(group_logits(logits, cfg.task, cfg.p))
+    n = frame(cfg.task, cfg.p).n  # the group's order: p, or p - 1 for mul and div
+    train = run.split.train
+    L, y = logits[train].double(), labels(cfg.task, cfg.p)[train]
+    scale = (L - L.mean(-1, keepdim=True)).square().mean(-1).sqrt()  # each input's logit RMS over outputs
+    margin = logit_margins(L, y)
+    ratio = margin / scale
+    rivals = None
+    if cfg.task in ("add", "sub"):  # tokens are group elements: the nearest rival as d = answer - rival (mod p)
+        d = ((y - L.scatter(-1, y[:, None], float("-inf")).argmax(-1)) % cfg.p).tolist()
+        rivals = dict(sorted(((k, d.count(k) / len(d)) for k in set(d)), key=lambda kv: -kv[1])[:4])
+    return out | {
+        "amplitudes": [float(alpha[k]) for k in out["keys"]],
+        "ideal": interference_margin(n, out["keys"]),
+        "fitted": interference_margin(n, out["keys"], alpha),
+        "ratio_median": float(ratio.median()),
+        "ratio_p1": float(ratio.quantile(0.01)),
+        "margin_median": float(margin.median()),
+        "logit_rms": float(scale.median()),
+        "rivals": rivals,
+    }
+
+
+def margins_line(m: dict) -> str:
+    if not m["keys"]:
+        return f"{m['run']} epoch {m['epoch']}: no key frequencies"
+    rivals = (
+        "(add and sub only)" if m["rivals"] is None else ", ".join(f"{d} ({s:.3f})" for d, s in m["rivals"].items())
+    )
+    return (
+        f"{m['run']} epoch {m['epoch']}: key frequencies {m['keys']}, amplitudes "
+        f"{[round(a, 2) for a in m['amplitudes']]}; interference margin {m['ideal'].gap:.3f} (unit amplitudes, "
+        f"rival d = {m['ideal'].rival}), {m['fitted'].gap:.3f} (the model's amplitudes, d = {m['fitted'].rival}); "
+        f"train margin / logit RMS: median {m['ratio_median']:.3f}, 1st percentile {m['ratio_p1']:.3f} (median "
+        f"margin {m['margin_median']:.2f}, logit RMS {m['logit_rms']:.1f}); nearest rival d (share of train "
+        f"pairs): {rivals}"
+    )
 
 
 def main() -> None:
@@ -44,7 +114,13 @@ def main() -> None:
     )
     ap.add_argument("--sweep-dir", default="checkpoints/studies/omnigrok_constant_norm")
     ap.add_argument("--out", default="analyses/results")
+    ap.add_argument("--margins", nargs="+", metavar="RUN", help="print the margin analysis of these runs and stop")
     args = ap.parse_args()
+    if args.margins:
+        with torch.no_grad():
+            for path in args.margins:
+                print(margins_line(margins(path)))
+        return
 
     # two linked points: (wd 1, free norm) and (wd 0, norm held at alpha w0)
     common = {

@@ -6,6 +6,7 @@ frequencies, random models, and the legacy fixture.
 """
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -277,3 +278,21 @@ def test_logit_margins_and_bad_frequencies():
         ms.interference_margin(31, [16])
     with pytest.raises(InterpError, match="at least one"):
         ms.interference_margin(31, [])
+
+
+def test_omnigrok_study_margins_match_the_interference_margin(quick_run):
+    # the study's --margins on a grokked run: the model's margins, in units of its logits' RMS, are what its
+    # key frequencies and their amplitudes allow, and its nearest rival outputs are the predicted ones
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "analyses" / "omnigrok_constant_norm.py"
+    spec = importlib.util.spec_from_file_location("omnigrok_constant_norm", path)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    with torch.no_grad():
+        m = study.margins(str(quick_run.path))
+    assert m["keys"] and m["ratio_p1"] > 0  # grokked: every train pair right
+    assert m["ratio_median"] == pytest.approx(m["fitted"].gap, rel=0.25)
+    top = max(m["rivals"], key=m["rivals"].get)
+    assert top in (m["fitted"].rival, quick_run.config.p - m["fitted"].rival)
+    assert "key frequencies" in study.margins_line(m)
