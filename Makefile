@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN ?= checkpoints/canonical
 
-.PHONY: setup main test bench clean-venv
+.PHONY: setup main test bench clean-venv cuda-wheels
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,3 +40,10 @@ test: $(VENV)/.installed-test
 bench: setup
 	$(BIN)/python tests/benchmarks/train_step.py
 	$(BIN)/python tests/benchmarks/analyze.py
+
+# The packages a lent GPU machine's image lacks (Python 3.12 there), for tests/benchmarks/cuda_check.sh;
+# datasets below 5 because the image's huggingface-hub is 1.x.
+cuda-wheels: setup
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl transformer-lens==4.3.0 "datasets<5" dill==0.4.1 multiprocess==0.70.19 plotly powerlaw
