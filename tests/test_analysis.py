@@ -48,6 +48,8 @@ def test_quick_run_table_summary_and_acceptance_shape(run_copy):
         "frac_neurons_fve",
         "key_freqs",
         "cos_fve",
+        "interference_margin",
+        "train_margin_ratio",
         "sq_total",
         "sq_embed.W_E",
         "neurons_k1",

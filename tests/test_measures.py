@@ -161,6 +161,9 @@ def test_synthetic_transformer_yields_exactly_its_frequencies():
     assert set(pm.clusters.frequency.tolist()) == set(freqs)
     assert pm.cos_fve == pytest.approx(1.0, abs=1e-6)
     assert torch.allclose(pm.cos_coefs[freqs], torch.full((3,), 10.0, dtype=torch.float64), rtol=1e-5)
+    # its logits are the ideal ones: every input's margin is what the frequencies allow
+    assert pm.interference_margin == pytest.approx(ms.interference_margin(p, freqs).gap, rel=1e-5)
+    assert pm.train_margin_ratio == pytest.approx(pm.interference_margin, rel=1e-4)
     # removing one frequency hurts, but less than removing all
     assert all(pm.train_loss < v < pm.excluded_loss for v in pm.excluded_loss_per_freq.values())
 

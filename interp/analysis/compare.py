@@ -499,6 +499,8 @@ def _rows(
     for k in sorted(set(fa) | set(fb)):
         add(f"  excluded loss, k={k} only", lambda s, m, k=k: m.excluded_loss_per_freq.get(k, float("nan")))
     add("cos(w(a+b-c)) FVE of logits", lambda s, m: m.cos_fve)
+    add("margin the frequencies allow / logit RMS", lambda s, m: m.interference_margin)
+    add("train margin / logit RMS (median)", lambda s, m: m.train_margin_ratio)
     add("weight norm ||theta||", lambda s, m: math.sqrt(m.sq_weights["total"]))
     add("sum of squared weights", lambda s, m: m.sq_weights["total"])
     names = [k for k in A.sq_weights if k != "total"]

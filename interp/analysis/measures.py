@@ -89,7 +89,7 @@ EMBED_NORM_RATIO = 3.0
 _CONSTANT_NEURON_RTOL = 1e-6
 
 # Bump when any definition above or in this module changes: saved analysis tables are recomputed.
-DEFINITIONS_VERSION = 1
+DEFINITIONS_VERSION = 2  # 2: interference_margin and train_margin_ratio
 
 KEY_RULE = (
     f"k is a key frequency when at least max({MIN_KEY_NEURONS}, ceil({MIN_KEY_NEURON_FRACTION} * d_mlp)) neurons "
@@ -668,6 +668,8 @@ class ProgressMeasures:
     sq_weights: dict[str, float]  # per parameter and "total"
     cos_coefs: Float[Tensor, "k1"]
     cos_fve: float
+    interference_margin: float  # what analysis_freqs at their cos_coefs amplitudes allow, / logit RMS (NaN: none)
+    train_margin_ratio: float  # median over train inputs of (logit margin / the input's logit RMS)
     threshold: float = KEY_FVE_THRESHOLD
 
     @property
@@ -694,6 +696,8 @@ class ProgressMeasures:
                 "key_freqs": " ".join(map(str, self.key_freqs)),
                 "embedding_freqs": " ".join(map(str, self.embedding_freqs)),
                 "cos_fve": self.cos_fve,
+                "interference_margin": self.interference_margin,
+                "train_margin_ratio": self.train_margin_ratio,
             }
         )
         for k in self.analysis_freqs:
@@ -738,8 +742,8 @@ def progress_measures(
 
     nan = float("nan")
     train_loss = test_loss = train_acc = test_acc = nan
+    flat, y = grid.reshape(p * p, p), lay.y.reshape(-1)
     if split_losses:
-        flat, y = grid.reshape(p * p, p), lay.y.reshape(-1)
         ce, ok = cross_entropy(flat, y), correct(flat, y).double()
         if lay.train is not None:
             tr, te = lay.train.reshape(-1), lay.test.reshape(-1)
@@ -764,6 +768,10 @@ def progress_measures(
     row_E, freq_E = fourier_norms(W_E_f)
     row_L, freq_L = fourier_norms(W_L_f)
     cos_a = cos_coefficients_from_sums(S)
+    on_train = flat if lay.train is None else flat[lay.train.reshape(-1)]
+    y_train = y if lay.train is None else y[lay.train.reshape(-1)]
+    centred = on_train.double() - on_train.double().mean(-1, keepdim=True)
+    ratio = logit_margins(on_train.double(), y_train) / centred.square().mean(-1).sqrt()
     return ProgressMeasures(
         train_loss=train_loss,
         test_loss=test_loss,
@@ -785,6 +793,8 @@ def progress_measures(
         sq_weights=sum_squared_weights(model),
         cos_coefs=cos_a,
         cos_fve=cos_fve(L, used, cos_a),
+        interference_margin=interference_margin(n, used, cos_a).gap if any(cos_a[used]) else nan,
+        train_margin_ratio=float(ratio.median()),
         threshold=threshold,
     )
 

@@ -70,6 +70,9 @@ n_key_freqs, key_freqs     this checkpoint's own key frequencies (space separate
 embedding_freqs            frequencies strong in W_E's Fourier norms (cross-check)
 cos_fve                    fraction of logit variance explained by the key cos(w(a+b-c)) terms
 cos_coef_k{k}              amplitude of cos(w_k(a+b-c)) in the logits, per key frequency
+interference_margin        the margin the key frequencies at those amplitudes allow the correct output over its
+                           nearest rival, over the logits' RMS (measures.interference_margin; NaN: none)
+train_margin_ratio         median over train inputs of (correct logit - largest other) / that input's logit RMS
 neurons_k{k}               neurons clearly assigned (FVE > threshold) to frequency k, k = 1..n//2
 emb_norm_k{k}              norm of W_E's Fourier components of frequency k, k = 0..n//2
 wl_norm_k{k}               norm of W_L's Fourier components of frequency k, k = 0..n//2

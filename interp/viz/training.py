@@ -159,6 +159,16 @@ def progress_measures(
     ]
     if frac:
         panels.append(("fractions", frac, False))
+    margins = [
+        (c, lbl, {})
+        for c, lbl in (
+            ("interference_margin", "allowed by the key frequencies"),
+            ("train_margin_ratio", "measured (median over train inputs)"),
+        )
+        if c in table.columns
+    ]
+    if margins:
+        panels.append(("logit margin / logit RMS", margins, False))
     cos = _cols(table, "cos_coef_k")
     if cos:
         panels.append(("cos(w(a+b-c)) coefficients", [(c, f"cos coef k={k}", {}) for k, c in cos], False))
