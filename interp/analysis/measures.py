@@ -616,7 +616,7 @@ def interference_margin(n: int, freqs: Sequence[int], alpha: Optional[Tensor] = 
     In Nanda et al. 2023's algorithm (§4) the logit of output c is l(d) = sum_k alpha_k cos(w_k d),
     w_k = 2 pi k / n, d = (a + b) - c: every term peaks at the correct output d = 0 (constructive
     interference). Few frequencies can nearly agree at some d != 0 as well: {41, 54} at n = 113 reach
-    1.98 of their 2.0 at d = 44 (41 * 44 = -4 and 54 * 44 = 3 mod 113), a gap of 0.038 of the logits'
+    1.96 of their 2.0 at d = 44 (41 * 44 = -4 and 54 * 44 = 3 mod 113), a gap of 0.039 of the logits'
     RMS, where {9, 18, 53} give 0.25 and the canonical run's {8, 19, 41, 54} 0.79. A model whose logits
     have a given scale (bounded by its weight norm) then has margins of about ``gap`` times that
     scale, which bounds its loss from below. ``alpha``: amplitudes indexed by frequency, e.g.
