@@ -15,8 +15,9 @@ Measures, in the papers' words:
 * ``gini`` of the Fourier-component norms of W_E and W_L (Hurley & Rickard 2009).
 * ``sum_squared_weights`` (total and per parameter).
 * ``cos_coefficients``: the amplitude of each cos(w_k(a+b-c)) term in the logits.
-* ``logit_margins`` and ``interference_margin``: each input's margin, and the margin a set of key
-  frequencies allows relative to the logits' scale (their near-agreement at some d != 0).
+* ``logit_margins`` and ``margin_ratios``: each input's margin, alone and over its logits' RMS;
+  ``interference_margin``: the margin a set of key frequencies allows in those units (their
+  near-agreement at some d != 0).
 * train / test loss and accuracy (``interp.analysis.losses``; a run's analysis reads them from the
   trainer's metrics instead).
 
@@ -602,6 +603,13 @@ def logit_margins(logits: Float[Tensor, "N c"], target: Int[Tensor, "N"]) -> Flo
     return right - others.amax(-1)
 
 
+def margin_ratios(logits: Float[Tensor, "N c"], target: Int[Tensor, "N"]) -> Float[Tensor, "N"]:
+    """Each input's ``logit_margins`` over the RMS of its logits about their mean over outputs (float64):
+    the units of ``interference_margin``."""
+    x = logits.double()
+    return logit_margins(x, target) / (x - x.mean(-1, keepdim=True)).square().mean(-1).sqrt()
+
+
 @dataclass(frozen=True)
 class InterferenceMargin:
     """How far the correct output stands above its nearest rival in idealised logits (``interference_margin``)."""
@@ -768,10 +776,8 @@ def progress_measures(
     row_E, freq_E = fourier_norms(W_E_f)
     row_L, freq_L = fourier_norms(W_L_f)
     cos_a = cos_coefficients_from_sums(S)
-    on_train = flat if lay.train is None else flat[lay.train.reshape(-1)]
-    y_train = y if lay.train is None else y[lay.train.reshape(-1)]
-    centred = on_train.double() - on_train.double().mean(-1, keepdim=True)
-    ratio = logit_margins(on_train.double(), y_train) / centred.square().mean(-1).sqrt()
+    train = slice(None) if lay.train is None else lay.train.reshape(-1)
+    ratio = margin_ratios(flat[train], y[train])
     return ProgressMeasures(
         train_loss=train_loss,
         test_loss=test_loss,
