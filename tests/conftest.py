@@ -36,6 +36,25 @@ def tiny_config(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def p31_config(**kw) -> TrainConfig:
+    """A p = 31 run that learns within a few hundred epochs (d_model 32, two heads of 16, d_mlp 64)."""
+    base = dict(
+        run_name="m",
+        p=31,
+        frac_train=0.5,
+        d_model=32,
+        n_heads=2,
+        d_head=16,
+        d_mlp=64,
+        epochs=300,
+        checkpoint_every=50,
+        log_checkpoints_until=4,
+        lr=3e-3,
+        weight_decay=1.0,
+    )
+    return tiny_config(**{**base, **kw})
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the installed CLI as a user would (a separate process)."""
     return subprocess.run(

@@ -12,6 +12,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from conftest import p31_config
 
 from interp.analysis.losses import run_loss_and_accuracy
 from interp.config import TrainConfig
@@ -24,23 +25,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 
 def _p31(**kw) -> TrainConfig:
-    base = dict(
-        run_name="m",
-        p=31,
-        frac_train=0.5,
-        d_model=32,
-        n_heads=2,
-        d_head=16,
-        d_mlp=64,
-        epochs=300,
-        checkpoint_every=50,
-        log_checkpoints_until=4,
-        lr=3e-3,
-        weight_decay=1.0,
-        device="cuda",
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return p31_config(**{"device": "cuda", **kw})
 
 
 def test_fast_path_on_cuda_matches_cpu():

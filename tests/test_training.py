@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import p31_config
 
 from interp.errors import InterpError
 from interp.store import Run, load_tensors
@@ -138,35 +138,17 @@ def test_project_norm_rescales_active_members_only():
     assert after[1] == before[1]
 
 
-def _p31(**kw):
-    base = dict(
-        run_name="m",
-        p=31,
-        frac_train=0.5,
-        d_model=32,
-        n_heads=2,
-        d_head=16,
-        d_mlp=64,
-        epochs=300,
-        checkpoint_every=50,
-        log_checkpoints_until=4,
-        lr=3e-3,
-        weight_decay=1.0,
-    )
-    return tiny_config(**{**base, **kw})
-
-
 def test_ensemble_members_equal_their_single_runs(tmp_path, monkeypatch):
     """Issue 11 acceptance: 4 members differing in lr, weight decay, seed and frac_train, 300 epochs."""
     cfgs = [
-        _p31(run_name=f"m{i}", **kw)
+        p31_config(run_name=f"m{i}", **kw)
         for i, kw in enumerate(
             [{}, {"lr": 1e-3}, {"weight_decay": 0.3, "seed": 5}, {"frac_train": 0.7, "data_seed": 3}]
         )
     ]
     # a fifth member with m0's optimiser settings, listed last: the trainer stacks it next to m0 so that
     # the two are updated as one slice of each tensor (one tensor per parameter in a kernel call)
-    cfgs.append(_p31(run_name="m4", seed=9))
+    cfgs.append(p31_config(run_name="m4", seed=9))
     calls = []
     update = EnsembleOptimizer._update
     monkeypatch.setattr(EnsembleOptimizer, "_update", staticmethod(lambda *a: calls.append(len(a[3])) or update(*a)))
@@ -189,11 +171,11 @@ def test_members_in_chunks_equal_one_stack(tmp_path, monkeypatch):
     """On CPU large members go through forward and backward a chunk at a time; chunks of 2 (with a
     padded member and one that stops early) give the same files as one stack of all members."""
     cfgs = [
-        _p31(run_name="a", epochs=60, checkpoint_every=20),
-        _p31(run_name="b", epochs=40, checkpoint_every=20, seed=3, weight_decay=0.3),
-        _p31(run_name="c", epochs=60, checkpoint_every=20, frac_train=0.7, data_seed=2),
-        _p31(run_name="d", epochs=60, checkpoint_every=20, lr=1e-3),
-        _p31(run_name="e", epochs=60, checkpoint_every=20, seed=7),
+        p31_config(run_name="a", epochs=60, checkpoint_every=20),
+        p31_config(run_name="b", epochs=40, checkpoint_every=20, seed=3, weight_decay=0.3),
+        p31_config(run_name="c", epochs=60, checkpoint_every=20, frac_train=0.7, data_seed=2),
+        p31_config(run_name="d", epochs=60, checkpoint_every=20, lr=1e-3),
+        p31_config(run_name="e", epochs=60, checkpoint_every=20, seed=7),
     ]
     one = train_ensemble(cfgs, [tmp_path / "one" / c.run_name for c in cfgs])
     assert loop.members_per_chunk(cfgs[0].model_config(), "cpu") >= len(cfgs)  # tiny: one stack
@@ -228,7 +210,7 @@ def test_trainer_initialises_vector_math_before_its_first_forward(tmp_path, monk
     warm_up, eq_logits = loop.warm_up_vector_math, loop.eq_logits
     monkeypatch.setattr(loop, "warm_up_vector_math", lambda: (events.append("warm-up"), warm_up())[1])
     monkeypatch.setattr(loop, "eq_logits", lambda *a, **k: (events.append("forward"), eq_logits(*a, **k))[1])
-    train_ensemble([_p31(run_name="a", epochs=2)], [tmp_path / "a"])
+    train_ensemble([p31_config(run_name="a", epochs=2)], [tmp_path / "a"])
     assert events[0] == "warm-up" and events.count("warm-up") == 1 and "forward" in events
 
 
@@ -236,9 +218,9 @@ def test_members_stop_when_finished_and_a_member_ahead_waits(tmp_path):
     """Members with other budgets finish on their own; after a crash that left one member ahead,
     the others catch up and every file equals an uninterrupted ensemble's."""
     cfgs = [
-        _p31(run_name="a", epochs=120, checkpoint_every=20),
-        _p31(run_name="b", epochs=80, checkpoint_every=20, seed=3),
-        _p31(run_name="c", epochs=120, checkpoint_every=20, frac_train=0.6),
+        p31_config(run_name="a", epochs=120, checkpoint_every=20),
+        p31_config(run_name="b", epochs=80, checkpoint_every=20, seed=3),
+        p31_config(run_name="c", epochs=120, checkpoint_every=20, frac_train=0.6),
     ]
     full = train_ensemble(cfgs, [tmp_path / "full" / c.run_name for c in cfgs])
     assert [int(r.metrics()["epoch"].iloc[-1]) for r in full] == [120, 80, 120]
@@ -255,7 +237,7 @@ def test_members_stop_when_finished_and_a_member_ahead_waits(tmp_path):
 
 
 def test_eval_every_leaves_test_metrics_empty_between_evaluations(tmp_path):
-    run = train(_p31(epochs=200, eval_every=10, checkpoint_every=50), tmp_path / "r", progress=False)
+    run = train(p31_config(epochs=200, eval_every=10, checkpoint_every=50), tmp_path / "r", progress=False)
     df = run.metrics()
     evaluated = df.loc[df["test_acc"].notna(), "epoch"].tolist()
     assert set(evaluated) == set(range(0, 201, 10)) | {1, 2, 4}  # every 10th, plus the log-spaced checkpoints
@@ -266,11 +248,11 @@ def test_eval_every_leaves_test_metrics_empty_between_evaluations(tmp_path):
 
 def test_ensemble_refuses_mixed_shapes(tmp_path):
     with pytest.raises(InterpError, match="d_mlp"):
-        train_ensemble([_p31(), _p31(d_mlp=32)], [tmp_path / "a", tmp_path / "b"])
+        train_ensemble([p31_config(), p31_config(d_mlp=32)], [tmp_path / "a", tmp_path / "b"])
 
 
 def test_init_scale_and_constant_norm(tmp_path):
-    base = _p31(epochs=20, checkpoint_every=10)
+    base = p31_config(epochs=20, checkpoint_every=10)
     plain = train(base, tmp_path / "plain", progress=False)
     scaled = train(dataclasses.replace(base, init_scale=0.5), tmp_path / "scaled", progress=False)
     assert math.isclose(scaled.metrics()["sq_total"][0], 0.25 * plain.metrics()["sq_total"][0], rel_tol=1e-6)
@@ -284,7 +266,7 @@ def test_init_scale_and_constant_norm(tmp_path):
 def test_resume_removes_temp_files_a_killed_writer_left(tmp_path):
     """A SIGKILL during an atomic write leaves `.<name>.tmp<pid>`; the next trainer (holding the
     lock, so no writer is alive) removes it, and the run directory then equals an uninterrupted one."""
-    cfg = _p31(epochs=40, checkpoint_every=20)
+    cfg = p31_config(epochs=40, checkpoint_every=20)
     run = train(cfg, tmp_path / "r", progress=False, max_epochs_this_call=25)
     (run.path / "checkpoints" / ".epoch_000040.safetensors.tmp99999").write_bytes(b"torn")
     (run.path / ".metrics.csv.tmp99998").write_bytes(b"torn")
@@ -343,7 +325,7 @@ def test_grokfast_and_minibatch_runs_resume_bit_identically_and_equal_single_run
         "grokfast": [dict(grokfast="ema"), dict(grokfast="ma", grokfast_window=8, seed=4)],
         "minibatch": [dict(batch_size=64, eval_every=5), dict(batch_size=64, eval_every=5, seed=4, lr=1e-3)],
     }.items():
-        cfgs = [_p31(run_name=f"m{i}", epochs=60, checkpoint_every=20, **kw) for i, kw in enumerate(variants)]
+        cfgs = [p31_config(run_name=f"m{i}", epochs=60, checkpoint_every=20, **kw) for i, kw in enumerate(variants)]
         full = train_ensemble(cfgs, [tmp_path / name / "full" / c.run_name for c in cfgs])
         dirs = [tmp_path / name / "part" / c.run_name for c in cfgs]
         train_ensemble(cfgs, dirs, max_epochs_this_call=30)  # resumable from 20
@@ -357,7 +339,7 @@ def test_grokfast_and_minibatch_runs_resume_bit_identically_and_equal_single_run
 
 
 def test_minibatch_draws_with_replacement_and_measures_the_whole_train_set(tmp_path):
-    cfg = _p31(batch_size=100, epochs=300, eval_every=10, checkpoint_every=50)
+    cfg = p31_config(batch_size=100, epochs=300, eval_every=10, checkpoint_every=50)
     rows = batch_rows(cfg, 480, 0)
     assert rows.shape == (BATCH_BLOCK, 100) and 0 <= rows.min() and rows.max() < 480
     assert torch.equal(rows, batch_rows(cfg, 480, 0)) and not torch.equal(rows, batch_rows(cfg, 480, 1))
@@ -379,4 +361,4 @@ def test_minibatch_draws_with_replacement_and_measures_the_whole_train_set(tmp_p
 )
 def test_minibatch_and_grokfast_options_are_validated(field, value, message):
     with pytest.raises(InterpError, match=message):
-        _p31(**{field: value})
+        p31_config(**{field: value})

@@ -32,14 +32,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sweep import SIZES  # noqa: E402
+from step_ops import member_pairs, member_stack, step  # noqa: E402
+from sweep import SIZES, configs  # noqa: E402
 
-from interp.analysis.losses import run_loss_and_accuracy  # noqa: E402
-from interp.config import TrainConfig  # noqa: E402
-from interp.model.fast import eq_logits, stack_params  # noqa: E402
+from interp.model.fast import eq_logits  # noqa: E402
 from interp.numerics import flush_subnormals, retain_freed_memory, warm_up_vector_math  # noqa: E402
-from interp.tasks import labels, make_split  # noqa: E402
-from interp.training.loop import build_model, train, train_ensemble  # noqa: E402
+from interp.training.loop import train, train_ensemble  # noqa: E402
 
 PRODUCTS = {
     "aten.bmm.default",
@@ -69,22 +67,6 @@ class ProductTimer(TorchDispatchMode):
         return out
 
 
-def configs(size: str, R: int, epochs: int, eval_every: int) -> list[TrainConfig]:
-    shape = {k: v for k, v in SIZES[size].items() if k != "epochs"}
-    return [
-        TrainConfig(
-            run_name=f"m{r}",
-            seed=r,
-            epochs=epochs,
-            eval_every=eval_every,
-            checkpoint_every=10**6,
-            log_checkpoints_until=0,
-            **shape,
-        )
-        for r in range(R)
-    ]
-
-
 def steady_ms_per_member_epoch(size: str, R: int, eval_every: int) -> float:
     """Trainer ms per member-epoch without set-up and tear-down: (long - short run time) / extra epochs."""
     times = {}
@@ -93,7 +75,7 @@ def steady_ms_per_member_epoch(size: str, R: int, eval_every: int) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             if R == 1:
-                train(cfgs[0], Path(tmp) / "m0", progress=False)
+                train(cfgs[0], Path(tmp) / cfgs[0].run_name, progress=False)
             else:
                 train_ensemble(cfgs, [Path(tmp) / c.run_name for c in cfgs])
             times[epochs] = time.perf_counter() - t
@@ -104,36 +86,19 @@ def steady_ms_per_member_epoch(size: str, R: int, eval_every: int) -> float:
 def product_ms_per_member_epoch(size: str, R: int, eval_every: int, steps: int = 10) -> float:
     """The products of R members' forward and backward on their train pairs, plus a test forward
     every ``eval_every`` epochs, in ms per member-epoch."""
-    cfgs = configs(size, R, 1, eval_every)
-    mcfg = cfgs[0].model_config()
-    P = {n: t.detach().requires_grad_(True) for n, t in stack_params([build_model(c) for c in cfgs]).items()}
-    splits = [make_split(c.p, c.frac_train, c.data_seed) for c in cfgs]
-    y_all = labels(mcfg.task, mcfg.p)
+    P, mcfg, splits = member_stack(configs(size, R, 1, eval_every))
+    (a, b, y), (ta, tb, _) = member_pairs(mcfg, splits, "train"), member_pairs(mcfg, splits, "test")
 
-    def pairs(which: str):
-        idx = torch.stack([getattr(s, which) for s in splits])  # one frac_train: one length
-        return idx // mcfg.p, idx % mcfg.p, y_all[idx]
-
-    (a, b, y), (ta, tb, _) = pairs("train"), pairs("test")
-
-    def step() -> None:
-        loss, _ = run_loss_and_accuracy(eq_logits(P, mcfg, a, b), y)
-        loss.sum().backward()
-        for t in P.values():
-            t.grad = None
-        with torch.no_grad():
-            eq_logits(P, mcfg, ta, tb)  # the test pass, counted below as one in eval_every
-
-    step()
-    train_timer, test_timer = ProductTimer(), ProductTimer()
-    for _ in range(steps):
+    def epoch(train_timer: ProductTimer, test_timer: ProductTimer) -> None:
         with train_timer:
-            loss, _ = run_loss_and_accuracy(eq_logits(P, mcfg, a, b), y)
-            loss.sum().backward()
-        for t in P.values():
-            t.grad = None
+            step(P, mcfg, a, b, y)
         with test_timer, torch.no_grad():
             eq_logits(P, mcfg, ta, tb)
+
+    epoch(ProductTimer(), ProductTimer())  # warm-up, not counted
+    train_timer, test_timer = ProductTimer(), ProductTimer()
+    for _ in range(steps):
+        epoch(train_timer, test_timer)
     return (train_timer.seconds + test_timer.seconds / eval_every) / steps / R * 1e3
 
 

@@ -53,6 +53,27 @@ class OpTimer(TorchDispatchMode):
         return out
 
 
+def member_stack(cfgs: list[TrainConfig]):
+    """The members' parameters stacked as the trainer stacks a chunk (leaves that take gradients),
+    their model config and their splits (one frac_train: one train and one test length)."""
+    P = {n: t.detach().requires_grad_(True) for n, t in stack_params([build_model(c) for c in cfgs]).items()}
+    return P, cfgs[0].model_config(), [make_split(c.p, c.frac_train, c.data_seed) for c in cfgs]
+
+
+def member_pairs(mcfg, splits, which: str = "train"):
+    """(a, b, y) of every member's ``which`` pairs, [R, pairs] each."""
+    idx = torch.stack([getattr(s, which) for s in splits])
+    return idx // mcfg.p, idx % mcfg.p, labels(mcfg.task, mcfg.p)[idx]
+
+
+def step(P, mcfg, a, b, y) -> None:
+    """The trainer's full-batch forward, float64 loss and backward; the gradients are then dropped."""
+    loss, _ = run_loss_and_accuracy(eq_logits(P, mcfg, a, b), y)
+    loss.sum().backward()
+    for t in P.values():
+        t.grad = None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("size", choices=list(SIZES))
@@ -66,29 +87,19 @@ def main() -> None:
     warm_up_vector_math()
     retain_freed_memory()
     shape = {k: v for k, v in SIZES[args.size].items() if k != "epochs"}
-    cfgs = [TrainConfig(run_name=f"m{r}", seed=r, data_seed=r, **shape) for r in range(args.R)]
-    mcfg = cfgs[0].model_config()
-    P = {n: t.detach().requires_grad_(True) for n, t in stack_params([build_model(c) for c in cfgs]).items()}
-    idx = torch.stack([make_split(c.p, c.frac_train, c.data_seed).train for c in cfgs])  # one length: one frac_train
-    a, b = idx // mcfg.p, idx % mcfg.p
-    y = labels(mcfg.task, mcfg.p)[idx]
-
-    def step() -> None:
-        loss, _ = run_loss_and_accuracy(eq_logits(P, mcfg, a, b), y)
-        loss.sum().backward()
-        for t in P.values():
-            t.grad = None
+    P, mcfg, splits = member_stack([TrainConfig(run_name=f"m{r}", seed=r, data_seed=r, **shape) for r in range(args.R)])
+    a, b, y = member_pairs(mcfg, splits)
 
     for _ in range(5):
-        step()
+        step(P, mcfg, a, b, y)
     t = time.perf_counter()
     for _ in range(args.steps):
-        step()
+        step(P, mcfg, a, b, y)
     plain = (time.perf_counter() - t) / args.steps * 1e3
     timer = OpTimer()
     with timer:
         for _ in range(args.steps):
-            step()
+            step(P, mcfg, a, b, y)
     n = args.steps
     total = sum(timer.seconds.values()) / n * 1e3
     print(f"{args.size} R = {args.R}: {plain:.2f} ms per forward + backward ({plain / args.R:.3f} per member)")

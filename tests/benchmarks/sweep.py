@@ -38,15 +38,12 @@ SIZES = {
 }
 
 
-def one(size: str, R: int, mode: str, device: str, vary: str = "seed", eval_every: int = 1) -> dict:
-    import torch
-
+def configs(size: str, R: int, epochs: int, eval_every: int = 1, device: str = "cpu", vary: str = "seed") -> list:
+    """R runs of one size (seeds 0..R-1) as the benchmarks train them: no checkpoints but the last."""
     from interp.config import TrainConfig
-    from interp.training.loop import train, train_ensemble
 
-    shape = dict(SIZES[size])
-    epochs = shape.pop("epochs")
-    cfgs = [
+    shape = {k: v for k, v in SIZES[size].items() if k != "epochs"}
+    return [
         TrainConfig(
             run_name=f"b{r}",
             seed=r,
@@ -61,6 +58,15 @@ def one(size: str, R: int, mode: str, device: str, vary: str = "seed", eval_ever
         )
         for r in range(R)
     ]
+
+
+def one(size: str, R: int, mode: str, device: str, vary: str = "seed", eval_every: int = 1) -> dict:
+    import torch
+
+    from interp.training.loop import train, train_ensemble
+
+    epochs = SIZES[size]["epochs"]
+    cfgs = configs(size, R, epochs, eval_every, device, vary)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         if mode == "ensemble":
