@@ -46,6 +46,7 @@ from interp.analysis.measures import (
     interference_margin,
     key_frequencies,
     logit_margins,
+    logit_rms,
     margin_ratios,
     model_neuron_clusters,
 )
@@ -71,8 +72,7 @@ def margins(path: str) -> dict:
     n = frame(cfg.task, cfg.p).n  # the group's order: p, or p - 1 for mul and div
     train = run.split.train
     L, y = logits[train].double(), labels(cfg.task, cfg.p)[train]
-    scale = (L - L.mean(-1, keepdim=True)).square().mean(-1).sqrt()  # each input's logit RMS over outputs
-    margin, ratio = logit_margins(L, y), margin_ratios(L, y)
+    scale, margin, ratio = logit_rms(L), logit_margins(L, y), margin_ratios(L, y)
     rivals = None
     if cfg.task in ("add", "sub"):  # tokens are group elements: the nearest rival as d = answer - rival (mod p)
         d = ((y - L.scatter(-1, y[:, None], float("-inf")).argmax(-1)) % cfg.p).tolist()

@@ -15,7 +15,7 @@ Measures, in the papers' words:
 * ``gini`` of the Fourier-component norms of W_E and W_L (Hurley & Rickard 2009).
 * ``sum_squared_weights`` (total and per parameter).
 * ``cos_coefficients``: the amplitude of each cos(w_k(a+b-c)) term in the logits.
-* ``logit_margins`` and ``margin_ratios``: each input's margin, alone and over its logits' RMS;
+* ``logit_margins`` and ``margin_ratios``: each input's margin, alone and over its ``logit_rms``;
   ``interference_margin``: the margin a set of key frequencies allows in those units (their
   near-agreement at some d != 0).
 * train / test loss and accuracy (``interp.analysis.losses``; a run's analysis reads them from the
@@ -603,11 +603,15 @@ def logit_margins(logits: Float[Tensor, "N c"], target: Int[Tensor, "N"]) -> Flo
     return right - others.amax(-1)
 
 
-def margin_ratios(logits: Float[Tensor, "N c"], target: Int[Tensor, "N"]) -> Float[Tensor, "N"]:
-    """Each input's ``logit_margins`` over the RMS of its logits about their mean over outputs (float64):
-    the units of ``interference_margin``."""
+def logit_rms(logits: Float[Tensor, "N c"]) -> Float[Tensor, "N"]:
+    """Each input's logit scale: the RMS of its logits about their mean over outputs (float64)."""
     x = logits.double()
-    return logit_margins(x, target) / (x - x.mean(-1, keepdim=True)).square().mean(-1).sqrt()
+    return (x - x.mean(-1, keepdim=True)).square().mean(-1).sqrt()
+
+
+def margin_ratios(logits: Float[Tensor, "N c"], target: Int[Tensor, "N"]) -> Float[Tensor, "N"]:
+    """Each input's ``logit_margins`` over its ``logit_rms``: the units of ``interference_margin``."""
+    return logit_margins(logits.double(), target) / logit_rms(logits)
 
 
 @dataclass(frozen=True)
@@ -799,7 +803,7 @@ def progress_measures(
         sq_weights=sum_squared_weights(model),
         cos_coefs=cos_a,
         cos_fve=cos_fve(L, used, cos_a),
-        interference_margin=interference_margin(n, used, cos_a).gap if any(cos_a[used]) else nan,
+        interference_margin=interference_margin(n, used, cos_a).gap if bool(cos_a[used].any()) else nan,
         train_margin_ratio=float(ratio.median()),
         threshold=threshold,
     )

@@ -109,6 +109,11 @@ def loss_curves(
     return fig
 
 
+def _present(table, *series: tuple[str, str]) -> list[tuple[str, str, dict]]:
+    """The (column, label) pairs whose column the table has, as a panel's plain line series."""
+    return [(c, label, {}) for c, label in series if c in table.columns]
+
+
 def progress_measures(
     table, phases: Any = None, run_name: Optional[str] = None, max_points: int = MAX_LINE_POINTS
 ) -> go.Figure:
@@ -124,49 +129,36 @@ def progress_measures(
     """
     _require(table, ["epoch", "train_loss", "test_loss"], "progress_measures")
     panels: list[tuple[str, list[tuple[str, str, dict]], bool]] = []
-    loss_series = [
-        (c, lbl, {})
-        for c, lbl in (
-            ("train_loss", "train loss"),
-            ("test_loss", "test loss"),
-            ("restricted_loss", "restricted loss"),
-            ("excluded_loss", "excluded loss (train)"),
-        )
-        if c in table.columns
-    ]
+    loss_series = _present(
+        table,
+        ("train_loss", "train loss"),
+        ("test_loss", "test loss"),
+        ("restricted_loss", "restricted loss"),
+        ("excluded_loss", "excluded loss (train)"),
+    )
     panels.append(("losses (log scale)", loss_series, True))
     ex = _cols(table, "excluded_loss_k")
     if ex:
         panels.append(
             ("excluded loss per key frequency (train, log)", [(c, f"excluded k={k}", {}) for k, c in ex], True)
         )
-    gini = [
-        (c, lbl, {})
-        for c, lbl in (("gini_W_E", "Gini of W_E Fourier norms"), ("gini_W_L", "Gini of W_L Fourier norms"))
-        if c in table.columns
-    ]
+    gini = _present(table, ("gini_W_E", "Gini of W_E Fourier norms"), ("gini_W_L", "Gini of W_L Fourier norms"))
     if gini:
         panels.append(("Gini coefficient (sparsity in frequency)", gini, False))
     if "sq_total" in table.columns:
         panels.append(("sum of squared weights", [("sq_total", "sum of squared weights", {})], False))
-    frac = [
-        (c, lbl, {})
-        for c, lbl in (
-            ("frac_neurons_fve", "neurons with FVE > 0.85"),
-            ("cos_fve", "logit variance in key cos(w(a+b-c)) terms"),
-        )
-        if c in table.columns
-    ]
+    frac = _present(
+        table,
+        ("frac_neurons_fve", "neurons with FVE > 0.85"),
+        ("cos_fve", "logit variance in key cos(w(a+b-c)) terms"),
+    )
     if frac:
         panels.append(("fractions", frac, False))
-    margins = [
-        (c, lbl, {})
-        for c, lbl in (
-            ("interference_margin", "allowed by the key frequencies"),
-            ("train_margin_ratio", "measured (median over train inputs)"),
-        )
-        if c in table.columns
-    ]
+    margins = _present(
+        table,
+        ("interference_margin", "allowed by the key frequencies"),
+        ("train_margin_ratio", "measured (median over train inputs)"),
+    )
     if margins:
         panels.append(("logit margin / logit RMS", margins, False))
     cos = _cols(table, "cos_coef_k")
